@@ -1,0 +1,9 @@
+"""Commands of the producers package, registered on the main `tokenpulse` app."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to ``app``."""

@@ -1,0 +1,171 @@
+"""Events that cross a Kafka topic: ``RequestTiming``, ``WindowStats`` and ``Alert``.
+
+These models are the public contract of DESIGN.md. Fields may be added in a later schema version; none is
+removed. Every model is strict: unknown fields, NaN or infinite numbers, negative durations and naive
+timestamps are rejected, so a consumer either gets a valid event or a clear reason to dead-letter it.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.timestamps import UtcNanos
+
+SCHEMA_VERSION = 1
+
+Status = Literal["ok", "error"]
+ErrorKind = Literal[
+    "timeout", "connect", "http_429", "http_4xx", "http_5xx", "stream_broken", "invalid_response"
+]
+Severity = Literal["warning", "critical"]
+AlertState = Literal["firing", "resolved"]
+
+DurationMs = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+TokenCount = Annotated[int, Field(ge=0)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, str_strip_whitespace=True)
+
+
+class RequestTiming(_Event):
+    """One probed request: what was asked, what came back, and how long every part took."""
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="idempotency key")
+    schema_version: Literal[1] = SCHEMA_VERSION
+    probe_id: Name
+    started_at: UtcNanos = Field(description="when the request was sent, UTC")
+    provider: Name
+    model: Name
+    endpoint: Annotated[str, Field(max_length=2000)] = Field(description="scheme://host/path, no credentials")
+    region: str | None = None
+    workload: Name
+    prompt_id: Name
+    status: Status
+    error_kind: ErrorKind | None = None
+    error_detail: Annotated[str, Field(max_length=500)] | None = None
+    http_status: Annotated[int, Field(ge=100, le=599)] | None = None
+    ttft_ms: DurationMs | None = Field(None, description="request sent to first content token")
+    e2e_ms: DurationMs
+    tpot_ms: DurationMs | None = Field(None, description="(e2e - ttft) / (completion_tokens - 1)")
+    itl_p50_ms: DurationMs | None = None
+    itl_p95_ms: DurationMs | None = None
+    itl_max_ms: DurationMs | None = None
+    decode_tps: NonNegative | None = None
+    prompt_tokens: TokenCount = 0
+    completion_tokens: TokenCount = 0
+    token_count_source: Literal["usage", "estimated"] = "estimated"
+    price_in_per_mtok: NonNegative = 0.0
+    price_out_per_mtok: NonNegative = 0.0
+    cost_usd: NonNegative = 0.0
+    schedule_lag_ms: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
+        None, description="open-loop schedules: actual minus planned send time"
+    )
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_has_no_credentials(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("endpoint must be an http(s) URL: scheme://host/path")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("endpoint must be scheme://host/path only: no user info, query or fragment")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RequestTiming:
+        if self.status == "ok" and self.error_kind is not None:
+            raise ValueError("status 'ok' must not carry an error_kind")
+        if self.status == "error" and self.error_kind is None:
+            raise ValueError("status 'error' needs an error_kind")
+        if self.ttft_ms is not None and self.ttft_ms > self.e2e_ms:
+            raise ValueError(f"ttft_ms ({self.ttft_ms}) must not exceed e2e_ms ({self.e2e_ms})")
+        return self
+
+    def kafka_key(self) -> bytes:
+        return f"{self.provider}/{self.model}".encode()
+
+
+class Quantiles(_Event):
+    """A distribution summary; all values in the unit of the metric it belongs to."""
+
+    p50: NonNegative
+    p95: NonNegative
+    p99: NonNegative
+    max: NonNegative
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Quantiles:
+        # Sketch quantiles are monotone; allow a relative wobble of 1e-9 for float rounding.
+        values = [self.p50, self.p95, self.p99, self.max]
+        for low, high in zip(values, values[1:], strict=False):
+            if low > high and not math.isclose(low, high, rel_tol=1e-9):
+                raise ValueError(f"quantiles must be ordered p50 <= p95 <= p99 <= max, got {values}")
+        return self
+
+
+class WindowStats(_Event):
+    """Aggregates of one key over one closed event-time window."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    provider: Name
+    model: Name
+    workload: Name
+    region: str | None = None
+    window: Annotated[str, Field(pattern=r"^\d+[smhd]$")] = Field(description="window size, e.g. 1m, 5m")
+    window_start: UtcNanos
+    window_end: UtcNanos
+    count: TokenCount
+    error_count: TokenCount
+    error_rate: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+    ttft_ms: Quantiles | None = None
+    e2e_ms: Quantiles | None = None
+    tpot_ms: Quantiles | None = None
+    decode_tps_p50: NonNegative | None = None
+    prompt_tokens: TokenCount = 0
+    completion_tokens: TokenCount = 0
+    cost_usd: NonNegative = 0.0
+    cost_per_1k_tokens: NonNegative | None = None
+    projected_30d_cost_usd: NonNegative = 0.0
+    late_events: TokenCount = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WindowStats:
+        if self.window_end <= self.window_start:
+            raise ValueError("window_end must be after window_start")
+        if self.error_count > self.count:
+            raise ValueError("error_count must not exceed count")
+        return self
+
+    def kafka_key(self) -> bytes:
+        return f"{self.provider}/{self.model}/{self.workload}/{self.window}".encode()
+
+
+class Alert(_Event):
+    """A rule's verdict on one provider/model/workload: firing, then resolved."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    alert_id: Name
+    rule: Name
+    severity: Severity
+    state: AlertState
+    provider: Name
+    model: Name
+    workload: Name
+    metric: Name
+    value: Annotated[float, Field(allow_inf_nan=False)] | None
+    baseline: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    threshold: Annotated[float, Field(allow_inf_nan=False)]
+    window_end: UtcNanos
+    message: Annotated[str, Field(max_length=2000)]
+
+    def kafka_key(self) -> bytes:
+        return f"{self.rule}/{self.provider}/{self.model}/{self.workload}".encode()

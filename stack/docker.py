@@ -1,0 +1,43 @@
+"""``tokenpulse stack up --docker``: the same services from compose.yaml, where a Docker engine answers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from stack.errors import StackError
+
+
+def docker_engine_answers() -> bool:
+    """True when a Docker engine (not just the client) responds."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                                capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
+class ComposeStack:
+    """Run ``docker compose`` on the repo's compose.yaml."""
+
+    def __init__(self, project_dir: Path) -> None:
+        self.compose_file = project_dir / "compose.yaml"
+
+    def _compose(self, *args: str) -> None:
+        if not self.compose_file.exists():
+            raise StackError(f"{self.compose_file} not found: run from the tokenpulse checkout")
+        if not docker_engine_answers():
+            raise StackError("no Docker engine answers: start Docker, or use the native stack (drop --docker)")
+        result = subprocess.run(["docker", "compose", "-f", str(self.compose_file), *args], check=False)
+        if result.returncode != 0:
+            raise StackError(f"`docker compose {' '.join(args)}` failed with exit code {result.returncode}")
+
+    def up(self) -> None:
+        self._compose("up", "-d", "--wait", "kafka", "influxdb", "grafana")
+
+    def down(self, purge: bool = False) -> None:
+        self._compose("down", *(["-v"] if purge else []))

@@ -1,0 +1,149 @@
+"""Configuration: a YAML file plus ``TOKENPULSE_*`` environment variables, validated once by pydantic.
+
+Precedence, highest first: environment variables, the YAML file (``--config`` or ``TOKENPULSE_CONFIG``),
+the connection file of a running ``tokenpulse stack up``, built-in defaults. The rest of the code
+receives a ``Settings`` object and never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the field and the fix."""
+
+
+def default_home() -> Path:
+    """Where ``tokenpulse stack`` keeps data and its connection file."""
+    return Path(os.environ.get("TOKENPULSE_HOME", Path.home() / ".local" / "share" / "tokenpulse"))
+
+
+def default_cache() -> Path:
+    """Where downloads and builds (Kafka jars, influxd) are cached."""
+    return Path(os.environ.get("TOKENPULSE_CACHE", Path.home() / ".cache" / "tokenpulse"))
+
+
+class Topics:
+    """Topic names under a configurable prefix, so deployments can share a cluster."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def _name(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}" if self.prefix else suffix
+
+    @property
+    def request_timings(self) -> str:
+        return self._name("request-timings")
+
+    @property
+    def request_timings_dlq(self) -> str:
+        return self._name("request-timings.dlq")
+
+    @property
+    def window_stats(self) -> str:
+        return self._name("window-stats")
+
+    @property
+    def alerts(self) -> str:
+        return self._name("alerts")
+
+    @property
+    def sink_dlq(self) -> str:
+        return self._name("influx-rejected.dlq")
+
+
+class Settings(BaseSettings):
+    """Connection settings shared by every command."""
+
+    model_config = SettingsConfigDict(env_prefix="TOKENPULSE_", extra="ignore", case_sensitive=False)
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port] of the Kafka brokers")
+    topic_prefix: str = Field("tokenpulse", description="prefix of every topic name")
+    influx_url: str = Field("http://127.0.0.1:8086", description="InfluxDB 2.x base URL")
+    influx_token: SecretStr = Field(SecretStr(""), description="InfluxDB API token")
+    influx_org: str = "tokenpulse"
+    influx_bucket: str = "tokenpulse"
+    data_dir: Path = Field(default_factory=lambda: default_home() / "data", description="local state (spool, worker)")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port; set TOKENPULSE_KAFKA_BOOTSTRAP=127.0.0.1:9092")
+        return value
+
+    @field_validator("influx_url")
+    @classmethod
+    def _url_has_scheme(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} needs http:// or https://; e.g. TOKENPULSE_INFLUX_URL=http://127.0.0.1:8086")
+        return value.rstrip("/")
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables win over what load_settings() passes from YAML and the stack file.
+        return env_settings, init_settings
+
+
+def stack_connection(home: Path) -> dict[str, Any]:
+    """Settings of a stack started by ``tokenpulse stack up`` under ``home``, if any."""
+    try:
+        state = json.loads((home / "stack.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    found: dict[str, Any] = {}
+    if "kafka" in state:
+        found["kafka_bootstrap"] = state["kafka"]["bootstrap"]
+    if "influx" in state:
+        influx = state["influx"]
+        found.update(
+            influx_url=influx["url"], influx_token=influx["token"],
+            influx_org=influx["org"], influx_bucket=influx["bucket"],
+        )  # fmt: skip
+    return found
+
+
+def load_settings(config_file: Path | None = None, home: Path | None = None) -> Settings:
+    """Build ``Settings`` from the YAML file, the running stack and the environment."""
+    values: dict[str, Any] = stack_connection(home or default_home())
+    config_file = config_file or (Path(os.environ["TOKENPULSE_CONFIG"]) if "TOKENPULSE_CONFIG" in os.environ else None)
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {config_file} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file} must be a mapping of settings")
+        values.update(loaded)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        name = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"setting {name!r}: {first['msg']} (set it in the config file or TOKENPULSE_{name.upper()})"
+        ) from None
