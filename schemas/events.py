@@ -7,6 +7,7 @@ timestamps are rejected, so a consumer either gets a valid event or a clear reas
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from typing import Annotated, Literal
@@ -16,12 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from schemas.timestamps import UtcNanos
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 Status = Literal["ok", "error"]
-ErrorKind = Literal[
-    "timeout", "connect", "http_429", "http_4xx", "http_5xx", "stream_broken", "invalid_response"
-]
+ErrorKind = Literal["timeout", "connect", "http_429", "http_4xx", "http_5xx", "stream_broken", "invalid_response"]
 Severity = Literal["warning", "critical"]
 AlertState = Literal["firing", "resolved"]
 
@@ -106,7 +105,7 @@ class Quantiles(_Event):
     def _ordered(self) -> Quantiles:
         # Sketch quantiles are monotone; allow a relative wobble of 1e-9 for float rounding.
         values = [self.p50, self.p95, self.p99, self.max]
-        for low, high in zip(values, values[1:], strict=False):
+        for low, high in itertools.pairwise(values):
             if low > high and not math.isclose(low, high, rel_tol=1e-9):
                 raise ValueError(f"quantiles must be ordered p50 <= p95 <= p99 <= max, got {values}")
         return self

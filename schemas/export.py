@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from schemas.events import Alert, RequestTiming, WindowStats
 
-MODELS = {"request-timing": RequestTiming, "window-stats": WindowStats, "alert": Alert}
+MODELS: dict[str, type[BaseModel]] = {"request-timing": RequestTiming, "window-stats": WindowStats, "alert": Alert}
 
 
 def export_json_schemas(directory: Path) -> list[Path]:

@@ -40,9 +40,7 @@ def parse_rfc3339_ns(text: str) -> int:
     """Epoch nanoseconds of an RFC 3339 timestamp that carries a zone offset."""
     match = _RFC3339.match(text.strip())
     if match is None:
-        raise ValueError(
-            f"timestamp {text!r} is not RFC 3339 with a zone, e.g. '2026-11-21T10:00:00.123456789Z'"
-        )
+        raise ValueError(f"timestamp {text!r} is not RFC 3339 with a zone, e.g. '2026-11-21T10:00:00.123456789Z'")
     base = datetime.fromisoformat(match["base"].replace(" ", "T") + _offset(match["tz"]))
     frac = (match["frac"] or "").ljust(9, "0")
     return datetime_to_ns(base) + int(frac or "0")

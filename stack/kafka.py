@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -203,10 +204,8 @@ def roundtrip_check(bootstrap: str, timeout_s: float = 10.0) -> None:
     timeout_ms = int(timeout_s * 1000)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
     try:
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics([NewTopic(topic, 1, 1)])
-        except TopicAlreadyExistsError:
-            pass
     finally:
         admin.close()
     token = uuid.uuid4().bytes

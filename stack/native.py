@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stack.errors import StackError
 from stack.influx import INFLUXDB_VERSION, InfluxConfig, InfluxServer, ensure_influxd, health, influxd_path
 from stack.kafka import KAFKA_VERSION, KafkaBroker, KafkaConfig, ensure_kafka_jars, require_java
 from stack.process import ServiceProcess, ensure_port_free, free_port
@@ -201,7 +200,7 @@ class NativeStack:
         kafka = state.get("kafka")
         if kafka:
             pid = self._kafka_process().running_pid()
-            healthy, detail = (_kafka_healthy(kafka["bootstrap"]) if pid else (False, "not running"))
+            healthy, detail = _kafka_healthy(kafka["bootstrap"]) if pid else (False, "not running")
             status.services["kafka"] = ServiceStatus(
                 "kafka", pid is not None, healthy, pid, kafka["version"], kafka["data_dir"], kafka["bootstrap"], detail
             )

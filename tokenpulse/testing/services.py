@@ -36,7 +36,7 @@ class InfluxEndpoint:
         return f"InfluxEndpoint(url={self.url!r}, org={self.org!r}, bucket={self.bucket!r}, token=***)"
 
     def client(self, **kwargs: Any) -> Any:
-        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.influxdb_client import InfluxDBClient
 
         return InfluxDBClient(url=self.url, token=self.token, org=self.org, **kwargs)
 
