@@ -1,0 +1,97 @@
+"""Cerebras through its own SDK (``cerebras-cloud-sdk``) streaming, reported like every other adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from cerebras.cloud.sdk import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncCerebras,
+)
+from pydantic import SecretStr
+
+from producers.adapters.openai import REQUEST_ID_HEADER
+from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
+from producers.stream import ChatRequest, StreamRecorder, Usage
+
+
+class CerebrasAdapter:
+    """Streams chat completions with ``AsyncCerebras``; ``base_url`` is the host root (the SDK adds /v1)."""
+
+    def __init__(self, base_url: str, api_key: SecretStr | None, *, timeout: httpx.Timeout | None = None) -> None:
+        self._api_key = api_key
+        self._client = AsyncCerebras(
+            api_key=api_key.get_secret_value() if api_key is not None else "unset",
+            base_url=base_url.rstrip("/"),
+            timeout=timeout or httpx.Timeout(connect=10.0, read=120.0, write=10.0, pool=None),
+            max_retries=0,  # the scheduler owns retries and Retry-After, and a retry would hide a failure
+            warm_tcp_connection=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"CerebrasAdapter(base_url={str(self._client.base_url)!r}, api_key=***)"
+
+    async def stream(self, request: ChatRequest, recorder: StreamRecorder) -> None:
+        streaming = False
+        try:
+            recorder.mark_sent()
+            response: Any = await self._client.chat.completions.create(
+                model=request.model,
+                messages=list(request.messages),  # type: ignore[arg-type]
+                max_completion_tokens=request.max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers={REQUEST_ID_HEADER: request.request_id},
+            )
+            recorder.http_status = response.response.status_code
+            streaming = True
+            async for chunk in response:
+                arrived_ns = recorder.clock()
+                recorder.add(_delta(chunk), _usage(chunk), arrived_ns)
+            recorder.finish()
+        except ProbeFailure:
+            raise
+        except APIStatusError as exc:
+            recorder.http_status = exc.status_code
+            raise failure_for_status(exc.status_code, exc.response.headers, self._redact(str(exc.body or ""))) from None
+        except APITimeoutError:
+            raise ProbeFailure("timeout", "read timeout (Cerebras SDK)") from None
+        except APIConnectionError as exc:
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            failure = failure_for_exception(cause, streaming=streaming)
+            if failure.kind == "invalid_response":
+                failure = ProbeFailure("connect", f"cannot connect: {type(cause).__name__}")
+            failure.detail = self._redact(failure.detail)
+            raise failure from None
+        except Exception as exc:
+            failure = failure_for_exception(exc, streaming=streaming)
+            failure.detail = self._redact(failure.detail)
+            raise failure from None
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [self._api_key.get_secret_value()] if self._api_key is not None else [])
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _delta(chunk: Any) -> str:
+    choices = getattr(chunk, "choices", None) or []
+    if not choices:
+        return ""
+    delta = getattr(choices[0], "delta", None)
+    content = getattr(delta, "content", None)
+    return content if isinstance(content, str) else ""
+
+
+def _usage(chunk: Any) -> Usage | None:
+    usage = getattr(chunk, "usage", None)
+    if usage is None:
+        return None
+    prompt, completion = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return Usage(prompt, completion)
+    return None

@@ -1,0 +1,131 @@
+"""OpenAI-compatible chat completions over httpx with SSE decoded by httpx-sse.
+
+Covers OpenAI, vLLM, NVIDIA NIM, Groq, Together and Cerebras's OpenAI-compatible API. Asks for
+``stream_options: {include_usage: true}`` so token counts come from the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+from httpx_sse import EventSource, SSEError
+from pydantic import SecretStr
+
+from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
+from producers.stream import ChatRequest, StreamRecorder, Usage
+
+REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
+
+
+def parse_chunk_payload(data: str) -> tuple[str, Usage | None]:
+    """Text delta and usage of one ``data:`` payload of a chat completion chunk.
+
+    Raises ``ProbeFailure(invalid_response)`` for anything that is not a chunk object, including an
+    ``error`` object that some servers send mid-stream.
+    """
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProbeFailure("invalid_response", f"stream chunk is not JSON: {data[:80]!r}") from None
+    if not isinstance(document, dict):
+        raise ProbeFailure("invalid_response", f"stream chunk is not a JSON object: {data[:80]!r}")
+    if "error" in document and "choices" not in document:
+        raise ProbeFailure("invalid_response", f"error in stream: {str(document['error'])[:200]}")
+    delta = ""
+    choices = document.get("choices") or []
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        content = (choices[0].get("delta") or {}).get("content")
+        if isinstance(content, str):
+            delta = content
+    usage = _usage(document.get("usage"))
+    return delta, usage
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
+        return Usage(prompt, completion)
+    return None
+
+
+class OpenAIAdapter:
+    """Streams ``POST {base_url}/chat/completions``; one adapter per endpoint, sharing one ``AsyncClient``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr | None,
+        *,
+        timeout: httpx.Timeout | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 1000,
+    ) -> None:
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._api_key = api_key
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if api_key is not None and api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=timeout or httpx.Timeout(connect=10.0, read=120.0, write=10.0, pool=None),
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIAdapter(url={self._url!r}, api_key=***)"
+
+    async def stream(self, request: ChatRequest, recorder: StreamRecorder) -> None:
+        body = orjson.dumps(
+            {
+                "model": request.model,
+                "messages": list(request.messages),
+                "max_tokens": request.max_tokens,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+        )
+        headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: request.request_id}
+        streaming = False
+        try:
+            recorder.mark_sent()
+            async with self._client.stream("POST", self._url, content=body, headers=headers) as response:
+                recorder.http_status = response.status_code
+                if response.status_code >= 300:
+                    text = (await response.aread()).decode(errors="replace")
+                    raise failure_for_status(response.status_code, response.headers, self._redact(text))
+                streaming = True
+                done = await self._read_events(EventSource(response), recorder)
+            if not done:
+                raise ProbeFailure("stream_broken", "stream ended without [DONE]")
+        except ProbeFailure:
+            raise
+        except SSEError as exc:
+            raise ProbeFailure("invalid_response", self._redact(str(exc))) from None
+        except Exception as exc:
+            failure = failure_for_exception(exc, streaming=streaming)
+            failure.detail = self._redact(failure.detail)
+            raise failure from None
+
+    async def _read_events(self, source: EventSource, recorder: StreamRecorder) -> bool:
+        async for event in source.aiter_sse():
+            data = event.data
+            if data == "[DONE]":
+                recorder.finish()
+                return True
+            if not data:
+                continue  # keep-alive or an event without data
+            arrived_ns = recorder.clock()
+            delta, usage = parse_chunk_payload(data)
+            recorder.add(delta, usage, arrived_ns)
+        return False
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [self._api_key.get_secret_value()] if self._api_key is not None else [])
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

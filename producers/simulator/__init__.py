@@ -1,0 +1,15 @@
+"""The OpenAI-compatible provider simulator (a test and demo tool) with latency profiles and ground truth."""
+
+from producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig, default_config
+from producers.simulator.server import GroundTruth, SimulatorServer, build_app, serve_forever
+
+__all__ = [
+    "GroundTruth",
+    "LatencyProfile",
+    "ProfileChange",
+    "SimulatorConfig",
+    "SimulatorServer",
+    "build_app",
+    "default_config",
+    "serve_forever",
+]

@@ -1,0 +1,357 @@
+"""The provider simulator: an aiohttp server speaking the OpenAI streaming chat protocol.
+
+It serves several named endpoints at ``/{name}/v1/chat/completions`` (``/v1/chat/completions`` picks the
+endpoint whose name equals the request's ``model``, else the first one). Every request's ground truth, the
+simulator's own ``time.monotonic_ns()`` when the request arrived and when each chunk was written, is kept
+and served at ``GET /_sim/ground-truth``. Runs in a background thread (``SimulatorServer``) or in the
+foreground (``tokenpulse simulate``). It is a test and demo tool, not a provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig, effective_profile
+
+REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
+MAX_GROUND_TRUTH = 200_000
+_WORDS = "the quick brown fox jumps over a lazy dog while tokens stream to the probe".split()
+
+
+@dataclass(slots=True)
+class GroundTruth:
+    """What the simulator did for one request, in its own monotonic nanoseconds."""
+
+    request_id: str
+    endpoint: str
+    received_ns: int
+    outcome: str = "ok"  # ok | http_429 | http_5xx | cut | invalid_json
+    http_status: int = 200
+    first_content_ns: int | None = None
+    content_ns: list[int] = field(default_factory=list)
+    end_ns: int | None = None
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+
+    @property
+    def ttft_ms(self) -> float | None:
+        if self.first_content_ns is None:
+            return None
+        return (self.first_content_ns - self.received_ns) / 1e6
+
+    def as_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["ttft_ms"] = self.ttft_ms
+        return document
+
+
+class SimulatorState:
+    """Profiles, scripted changes and ground truth; touched only from the server's event loop."""
+
+    def __init__(self, config: SimulatorConfig, clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.clock = clock
+        self.profiles: dict[str, LatencyProfile] = dict(config.endpoints)
+        self.changes: list[ProfileChange] = list(config.changes)
+        self.rng = random.Random(config.seed)
+        self.started_ns = clock()
+        self.ground_truth: OrderedDict[str, GroundTruth] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def elapsed_s(self) -> float:
+        return (self.clock() - self.started_ns) / 1e9
+
+    def profile(self, name: str) -> LatencyProfile:
+        with self.lock:
+            return effective_profile(name, self.profiles[name], self.changes, self.elapsed_s())
+
+    def record(self, truth: GroundTruth) -> None:
+        with self.lock:
+            self.ground_truth[truth.request_id] = truth
+            while len(self.ground_truth) > MAX_GROUND_TRUTH:
+                self.ground_truth.popitem(last=False)
+
+
+def build_app(state: SimulatorState) -> web.Application:
+    """The aiohttp application of a simulator."""
+    app = web.Application()
+    routes = web.RouteTableDef()
+
+    @routes.post("/v1/chat/completions")
+    async def default_endpoint(request: web.Request) -> web.StreamResponse:
+        return await _chat(state, request, None)
+
+    @routes.post("/{endpoint}/v1/chat/completions")
+    async def named_endpoint(request: web.Request) -> web.StreamResponse:
+        return await _chat(state, request, request.match_info["endpoint"])
+
+    @routes.get("/_sim/ground-truth")
+    async def ground_truth(request: web.Request) -> web.Response:
+        wanted = request.query.get("request_id")
+        with state.lock:
+            rows = [t.as_json() for t in state.ground_truth.values() if wanted in (None, t.request_id)]
+        return web.Response(body=orjson.dumps(rows), content_type="application/json")
+
+    @routes.delete("/_sim/ground-truth")
+    async def clear_ground_truth(request: web.Request) -> web.Response:
+        with state.lock:
+            state.ground_truth.clear()
+        return web.json_response({"cleared": True})
+
+    @routes.get("/_sim/profiles")
+    async def profiles(request: web.Request) -> web.Response:
+        current = {name: state.profile(name).model_dump() for name in state.profiles}
+        return web.json_response({"elapsed_s": state.elapsed_s(), "endpoints": current})
+
+    @routes.put("/_sim/profiles/{endpoint}")
+    async def put_profile(request: web.Request) -> web.Response:
+        name = request.match_info["endpoint"]
+        try:
+            profile = LatencyProfile.model_validate_json(await request.read())
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        with state.lock:
+            state.profiles[name] = profile
+        return web.json_response(profile.model_dump())
+
+    @routes.post("/_sim/changes")
+    async def add_change(request: web.Request) -> web.Response:
+        try:
+            change = ProfileChange.model_validate_json(await request.read())
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        with state.lock:
+            state.changes.append(change)
+        return web.json_response(change.model_dump())
+
+    app.add_routes(routes)
+    return app
+
+
+async def _chat(state: SimulatorState, request: web.Request, endpoint: str | None) -> web.StreamResponse:
+    received_ns = state.clock()
+    try:
+        body = orjson.loads(await request.read())
+        if not isinstance(body, dict):
+            raise ValueError("body is not an object")
+    except ValueError:
+        return web.json_response({"error": {"message": "request body is not a JSON object"}}, status=400)
+    model = str(body.get("model", ""))
+    if endpoint is None:
+        endpoint = model if model in state.profiles else next(iter(state.profiles))
+    if endpoint not in state.profiles:
+        message = f"simulator has no endpoint {endpoint!r}; known: {sorted(state.profiles)}"
+        return web.json_response({"error": {"message": message}}, status=404)
+    profile = state.profile(endpoint)
+    request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    truth = GroundTruth(request_id, endpoint, received_ns, prompt_tokens=_prompt_tokens(body))
+    state.record(truth)
+    rng = state.rng
+
+    roll = rng.random()
+    if roll < profile.rate_429:
+        truth.outcome, truth.http_status, truth.end_ns = "http_429", 429, state.clock()
+        return web.json_response(
+            {"error": {"message": "simulated rate limit", "type": "rate_limit"}},
+            status=429,
+            headers={"Retry-After": f"{profile.retry_after_s:g}"},
+        )
+    if roll < profile.rate_429 + profile.error_rate:
+        truth.outcome, truth.http_status, truth.end_ns = "http_5xx", 500, state.clock()
+        return web.json_response({"error": {"message": "simulated server error"}}, status=500)
+
+    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 64
+    total_tokens = profile.output_tokens or int(max_tokens)
+    cut_at = rng.randint(1, max(1, total_tokens - 1)) if rng.random() < profile.cut_rate else None
+    bad_at = rng.randint(1, max(1, total_tokens - 1)) if rng.random() < profile.invalid_json_rate else None
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    chunk_id = f"chatcmpl-sim-{request_id[:12]}"
+    created = int(time.time())
+
+    def frame(delta: dict[str, str], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        event = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [choice]}  # fmt: skip
+        return b"data: " + orjson.dumps(event) + b"\n\n"
+
+    if profile.role_chunk:
+        await response.write(frame({"role": "assistant", "content": ""}))
+    await _sleep_until(received_ns + int(profile.sample_ttft_s(rng) * 1e9), state.clock)
+    sent_tokens = 0
+    while sent_tokens < total_tokens:
+        if sent_tokens > 0:
+            await asyncio.sleep(profile.sample_gap_s(rng))
+        if cut_at is not None and sent_tokens >= cut_at:
+            truth.outcome, truth.end_ns = "cut", state.clock()
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        if bad_at is not None and sent_tokens >= bad_at:
+            truth.outcome = "invalid_json"
+            await response.write(b'data: {"choices": [{"delta": {"content": "oops"\n\n')
+            bad_at = None
+        n = min(profile.tokens_per_chunk, total_tokens - sent_tokens)
+        text = "".join(" " + _WORDS[(sent_tokens + i) % len(_WORDS)] for i in range(n))
+        payload = frame({"content": text})
+        now = state.clock()
+        await response.write(payload)
+        truth.content_ns.append(now)
+        if truth.first_content_ns is None:
+            truth.first_content_ns = now
+        sent_tokens += n
+        truth.completion_tokens = sent_tokens
+    await response.write(frame({}, finish="length" if sent_tokens >= int(max_tokens) else "stop"))
+    if include_usage:
+        usage = {"prompt_tokens": truth.prompt_tokens, "completion_tokens": sent_tokens,
+                 "total_tokens": truth.prompt_tokens + sent_tokens}  # fmt: skip
+        event = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [], "usage": usage}  # fmt: skip
+        await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    truth.end_ns = state.clock()
+    await response.write_eof()
+    return response
+
+
+async def _sleep_until(deadline_ns: int, clock: Callable[[], int]) -> None:
+    remaining = (deadline_ns - clock()) / 1e9
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return 0
+    return sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
+
+
+class SimulatorServer:
+    """A simulator in a background thread: ``start()``, ``base_url``, ``endpoint_url(name)``, ``stop()``.
+
+    ``set_profile(name, profile)`` replaces an endpoint's profile at once; ``add_change(change)`` schedules
+    a change (``after_s`` counts from ``start()``; ``change_in(seconds, ...)`` counts from now).
+    """
+
+    def __init__(
+        self,
+        config: SimulatorConfig | dict[str, LatencyProfile],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.config = config if isinstance(config, SimulatorConfig) else SimulatorConfig(endpoints=config)
+        self.host = host
+        self.port = port
+        self.clock = clock
+        self.state = SimulatorState(self.config, clock)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def endpoint_url(self, name: str) -> str:
+        """The OpenAI ``base_url`` of one named endpoint, e.g. ``http://127.0.0.1:PORT/fast/v1``."""
+        if name not in self.state.profiles:
+            raise KeyError(f"simulator has no endpoint {name!r}; known: {sorted(self.state.profiles)}")
+        return f"{self.base_url}/{name}/v1"
+
+    def start(self) -> SimulatorServer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        self.state.started_ns = self.clock()
+        self._thread = threading.Thread(target=self._run, args=(sock,), name="tokenpulse-simulator", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise RuntimeError(f"simulator failed to start: {self._error}") from self._error
+        return self
+
+    def _run(self, sock: socket.socket) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._runner = web.AppRunner(build_app(self.state), access_log=None, handle_signals=False)
+            loop.run_until_complete(self._runner.setup())
+            loop.run_until_complete(web.SockSite(self._runner, sock).start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self._runner.cleanup())
+        loop.close()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop = self._thread = None
+
+    def set_profile(self, name: str, profile: LatencyProfile) -> None:
+        with self.state.lock:
+            self.state.profiles[name] = profile
+
+    def add_change(self, change: ProfileChange) -> None:
+        with self.state.lock:
+            self.state.changes.append(change)
+
+    def change_in(self, seconds: float, **change: Any) -> ProfileChange:
+        """Schedule a ``ProfileChange`` ``seconds`` from now, e.g. ``change_in(5, ttft_scale=3)``."""
+        scheduled = ProfileChange(after_s=self.state.elapsed_s() + seconds, **change)
+        self.add_change(scheduled)
+        return scheduled
+
+    def ground_truth(self) -> dict[str, GroundTruth]:
+        """Ground truth of every request so far, by request id."""
+        with self.state.lock:
+            return dict(self.state.ground_truth)
+
+
+async def serve_forever(config: SimulatorConfig, host: str, port: int, on_ready: Callable[[str], None]) -> None:
+    """Run a simulator in the current event loop until cancelled (for ``tokenpulse simulate``)."""
+    state = SimulatorState(config)
+    runner = web.AppRunner(build_app(state), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        bound = server.sockets[0].getsockname()[1]
+    on_ready(f"http://{host}:{bound}")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
