@@ -1,0 +1,212 @@
+"""A Kafka topic -> InfluxDB sink: a plain aiokafka consumer reading batches with ``getmany``.
+
+Per batch: decode and validate each record, build one line each (pure), write them with ``InfluxWriter``
+(its own retry loop), dead-letter undecodable records and lines InfluxDB rejected, and only then commit the
+batch's offsets. An InfluxDB outage therefore pauses consumption without losing anything; a crash before the
+commit re-delivers the batch, and idempotent points make that harmless. Decoding batch N+1 overlaps with
+writing batch N; commits stay in order because at most one write is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import BaseModel, ValidationError
+
+from schemas import SchemaError, decode
+from sinks.writer import InfluxWriter, WriteAborted
+
+log = logging.getLogger(__name__)
+
+EventT = TypeVar("EventT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record that cannot be written: its original key and bytes, and why."""
+
+    key: bytes | None
+    value: bytes | None
+    error: str
+    source_topic: str
+    partition: int
+    offset: int
+    line: str | None = None
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        found = [
+            ("error", self.error.encode()[:4000]),
+            ("source-topic", self.source_topic.encode()),
+            ("source-partition", str(self.partition).encode()),
+            ("source-offset", str(self.offset).encode()),
+        ]
+        if self.line is not None:
+            found.append(("rejected-line", self.line.encode()[:8000]))
+        return found
+
+
+@dataclass
+class PreparedBatch:
+    lines: list[str] = field(default_factory=list)
+    sources: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass
+class SinkStats:
+    records: int = 0
+    written: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    write_retries: int = 0
+
+
+def decode_event(model: type[EventT], raw: bytes | None) -> EventT:
+    """Validate ``raw`` as ``model`` (pydantic's Rust JSON path), raising ``SchemaError`` with a reason."""
+    if raw is None:
+        raise SchemaError("record has no value (tombstone)")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError:
+        return decode(model, raw)  # raises SchemaError with a one-line reason
+
+
+class EventLineCodec(Generic[EventT]):
+    """Turns a record's bytes into one line of ``measurement`` via a pure line builder."""
+
+    def __init__(self, model: type[EventT], to_line: Callable[[EventT], str]) -> None:
+        self.model = model
+        self.to_line = to_line
+
+    def __call__(self, raw: bytes | None) -> str:
+        return self.to_line(decode_event(self.model, raw))
+
+
+class KafkaInfluxSink:
+    """Consumes ``topic`` in group ``group_id`` and writes each record as one point with ``writer``."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bootstrap: str,
+        topic: str,
+        group_id: str,
+        codec: Callable[[bytes | None], str],
+        writer: InfluxWriter,
+        dlq_topic: str,
+        producer: AIOKafkaProducer,
+        max_records: int = 10_000,
+        poll_timeout_ms: int = 200,
+        auto_offset_reset: str = "earliest",
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.codec = codec
+        self.writer = writer
+        self.dlq_topic = dlq_topic
+        self.producer = producer
+        self.max_records = max_records
+        self.poll_timeout_ms = poll_timeout_ms
+        self.stats = SinkStats()
+        self._stop_writes = threading.Event()
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+            # An InfluxDB outage keeps one batch in the retry loop; stay in the group meanwhile.
+            max_poll_interval_ms=3_600_000,
+        )
+
+    def prepare(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> PreparedBatch:
+        """Decode and build lines (pure CPU work); bad records become dead letters."""
+        prepared = PreparedBatch()
+        for tp, records in batch.items():
+            for record in records:
+                try:
+                    line = self.codec(record.value)
+                except (SchemaError, ValueError) as exc:
+                    prepared.dead_letters.append(
+                        DeadLetter(record.key, record.value, f"invalid event: {exc}", tp.topic, tp.partition,
+                                   record.offset)
+                    )  # fmt: skip
+                else:
+                    prepared.lines.append(line)
+                    prepared.sources.append(record)
+            if records:
+                prepared.offsets[tp] = records[-1].offset + 1
+        return prepared
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the last acknowledged batch is committed before returning."""
+        await self._consumer.start()
+        pending: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                batch = await self._consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+                if not batch:
+                    continue
+                prepared = self.prepare(batch)
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(self._write_and_commit(prepared))
+            if pending is not None:
+                await pending
+        except WriteAborted as exc:
+            log.warning("sink %s stopped before InfluxDB acknowledged a batch (it will be re-read): %s", self.name, exc)
+        finally:
+            if pending is not None and not pending.done():
+                self._stop_writes.set()
+                with contextlib.suppress(WriteAborted):
+                    await pending
+            await self._consumer.stop()
+
+    def request_stop(self) -> None:
+        """Abandon a write that is waiting out an outage (its batch stays uncommitted)."""
+        self._stop_writes.set()
+
+    async def _write_and_commit(self, prepared: PreparedBatch) -> None:
+        result = await asyncio.to_thread(self.writer.write, prepared.lines, self._stop_writes)
+        dead = list(prepared.dead_letters)
+        for rejected in result.rejected:
+            record = prepared.sources[rejected.index]
+            dead.append(
+                DeadLetter(record.key, record.value, f"InfluxDB rejected the point: {rejected.error}", record.topic,
+                           record.partition, record.offset, rejected.line)
+            )  # fmt: skip
+        if dead:
+            await self._dead_letter(dead)
+        try:
+            await self._consumer.commit(prepared.offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Written but not committed: the batch is re-read after the rebalance and overwrites itself.
+            log.warning("sink %s could not commit offsets (%s); the batch will be re-written", self.name, exc)
+        self.stats.records += len(prepared.lines) + len(prepared.dead_letters)
+        self.stats.written += result.written
+        self.stats.dead_lettered += len(dead)
+        self.stats.write_retries += result.retries
+        self.stats.batches += 1
+
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        for letter in dead:
+            log.error(
+                "sink %s dead-lettered %s[%d]@%d to %s: %s",
+                self.name, letter.source_topic, letter.partition, letter.offset, self.dlq_topic, letter.error,
+            )  # fmt: skip
+        futures = [
+            await self.producer.send(self.dlq_topic, value=d.value, key=d.key, headers=d.headers()) for d in dead
+        ]
+        await asyncio.gather(*futures)

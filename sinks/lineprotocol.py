@@ -1,0 +1,134 @@
+"""Pure InfluxDB line-protocol building for the three measurements of DESIGN.md.
+
+One event gives exactly one line. Series (measurement + tags) and timestamp depend only on the event, so a
+replayed event or a re-emitted window overwrites its own point instead of adding one. Optional values that
+are ``None`` are left out (InfluxDB has no null); empty tag values are left out too, because InfluxDB
+rejects them. Floats are always written as floats and counts as integers, so a field never changes type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from schemas import Alert, RequestTiming, WindowStats
+
+MEASUREMENT_REQUEST = "llm_request"
+MEASUREMENT_WINDOW = "llm_window"
+MEASUREMENT_ALERT = "llm_alert"
+
+FieldValue = float | int | str | bool | None
+
+# Line protocol has no escape for newlines in keys and tags: they become (escaped) spaces.
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
+
+
+def escape_key(text: str) -> str:
+    """Escape a tag key, tag value or field key (commas, equals signs and spaces; newlines become spaces)."""
+    escaped = text.translate(_KEY_ESCAPES)
+    # A trailing backslash would escape the separator that follows it.
+    return escaped + " " if escaped.endswith("\\") else escaped
+
+
+def escape_string_field(text: str) -> str:
+    """A double-quoted string field value (backslashes and double quotes escaped)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_field(value: float | int | str | bool) -> str:
+    """One field value in line-protocol syntax: ``1.5``, ``3i``, ``"text"``, ``true``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return escape_string_field(value)
+
+
+def build_line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, FieldValue], time_ns: int) -> str:
+    """One line; tags are sorted (InfluxDB's canonical order), ``None`` tags and fields are skipped.
+
+    Raises ``ValueError`` when no field is left, because InfluxDB rejects a point without fields.
+    """
+    head = measurement.translate(_MEASUREMENT_ESCAPES)
+    tag_part = "".join(f",{escape_key(key)}={escape_key(value)}" for key, value in sorted(tags.items()) if value)
+    field_part = ",".join(
+        f"{escape_key(key)}={format_field(value)}" for key, value in fields.items() if value is not None
+    )
+    if not field_part:
+        raise ValueError(f"a {measurement} point needs at least one field")
+    return f"{head}{tag_part} {field_part} {time_ns}"
+
+
+def _f(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def request_line(event: RequestTiming) -> str:
+    """``llm_request`` at ``started_at``; tags provider, model, workload, region, status, error_kind."""
+    tags = {
+        "provider": event.provider,
+        "model": event.model,
+        "workload": event.workload,
+        "region": event.region,
+        "status": event.status,
+        "error_kind": event.error_kind,
+    }
+    fields: dict[str, FieldValue] = {
+        "ttft_ms": _f(event.ttft_ms),
+        "e2e_ms": float(event.e2e_ms),
+        "tpot_ms": _f(event.tpot_ms),
+        "itl_p95_ms": _f(event.itl_p95_ms),
+        "decode_tps": _f(event.decode_tps),
+        "prompt_tokens": int(event.prompt_tokens),
+        "completion_tokens": int(event.completion_tokens),
+        "cost_usd": float(event.cost_usd),
+        "event_id": str(event.event_id),
+    }
+    return build_line(MEASUREMENT_REQUEST, tags, fields, event.started_at)
+
+
+def window_line(stats: WindowStats) -> str:
+    """``llm_window`` at ``window_end``; tags provider, model, workload, region, window."""
+    tags = {
+        "provider": stats.provider,
+        "model": stats.model,
+        "workload": stats.workload,
+        "region": stats.region,
+        "window": stats.window,
+    }
+    ttft, e2e, tpot = stats.ttft_ms, stats.e2e_ms, stats.tpot_ms
+    fields: dict[str, FieldValue] = {
+        "count": int(stats.count),
+        "error_rate": float(stats.error_rate),
+        "ttft_p50_ms": None if ttft is None else float(ttft.p50),
+        "ttft_p95_ms": None if ttft is None else float(ttft.p95),
+        "ttft_p99_ms": None if ttft is None else float(ttft.p99),
+        "e2e_p95_ms": None if e2e is None else float(e2e.p95),
+        "tpot_p95_ms": None if tpot is None else float(tpot.p95),
+        "decode_tps_p50": _f(stats.decode_tps_p50),
+        "cost_usd": float(stats.cost_usd),
+        "cost_per_1k_tokens": _f(stats.cost_per_1k_tokens),
+        "projected_30d_cost_usd": float(stats.projected_30d_cost_usd),
+    }
+    return build_line(MEASUREMENT_WINDOW, tags, fields, stats.window_end)
+
+
+def alert_line(alert: Alert) -> str:
+    """``llm_alert`` at ``window_end``; tags rule, provider, model, workload, state, severity."""
+    tags = {
+        "rule": alert.rule,
+        "provider": alert.provider,
+        "model": alert.model,
+        "workload": alert.workload,
+        "state": alert.state,
+        "severity": alert.severity,
+    }
+    fields: dict[str, FieldValue] = {
+        "value": _f(alert.value),
+        "baseline": _f(alert.baseline),
+        "threshold": float(alert.threshold),
+        "message": alert.message,
+    }
+    return build_line(MEASUREMENT_ALERT, tags, fields, alert.window_end)
