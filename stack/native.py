@@ -102,7 +102,19 @@ class NativeStack:
         data = self.home / "influxdb"
         return ServiceProcess("influxd", data, marker=str(data))
 
-    # -- up ----------------------------------------------------------------------------------
+    # -- install / up --------------------------------------------------------------------------
+    def install(self) -> dict[str, str]:
+        """Fetch Kafka's jars and build influxd into the cache, starting nothing; return their paths."""
+        require_java()
+        self.say(f"resolving Kafka {self.kafka_version} jars (cached in {self.cache / 'kafka'})")
+        libs = ensure_kafka_jars(self.cache, self.kafka_version)
+        if not influxd_path(self.cache, self.influx_version).exists():
+            self.say(f"building influxd {self.influx_version} from its Go module (first time: 5-40 min)")
+        t0 = time.monotonic()
+        binary = ensure_influxd(self.cache, self.influx_version)
+        self.say(f"influxd {self.influx_version} at {binary} ({time.monotonic() - t0:.0f}s)")
+        return {"kafka_libs": str(libs), "influxd": str(binary)}
+
     def up(
         self,
         services: Iterable[str] = SERVICES,
@@ -159,7 +171,7 @@ class NativeStack:
             self.say(f"influxd already running on {prev['url']}")
             return prev
         if not influxd_path(self.cache, self.influx_version).exists():
-            self.say(f"building influxd {self.influx_version} from its Go module (first time: 20-40 min)")
+            self.say(f"building influxd {self.influx_version} from its Go module (first time: 5-40 min)")
         binary = ensure_influxd(self.cache, self.influx_version)
         port = port or prev.get("port") or free_port()
         ensure_port_free(port, "influxd")

@@ -60,6 +60,13 @@ def stack_up(
     _print_status(status.as_json())
 
 
+@stack_app.command("install")
+def stack_install() -> None:
+    """Fetch Kafka's jars and build influxd into ~/.cache/tokenpulse (once); start nothing."""
+    for what, path in _native(None).install().items():
+        out.print(f"{what}: {path}")
+
+
 @stack_app.command("down")
 def stack_down(
     home: HomeOpt = None,
