@@ -13,6 +13,7 @@ Definitions (shared with vLLM ``bench serve`` and GuideLLM):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ def compute_metrics(
     ttft_ns = content_times[0] - sent_ns if content_times else None
     if ttft_ns is not None and ttft_ns > e2e_ns:
         e2e_ns = ttft_ns  # the stream ended at the first token; keep ttft <= e2e exact
-    gaps_ms = sorted((b - a) / NS_PER_MS for a, b in zip(content_times, content_times[1:], strict=False))
+    gaps_ms = sorted((b - a) / NS_PER_MS for a, b in itertools.pairwise(content_times))
 
     usage = last_usage(chunks)
     if usage is not None:

@@ -261,10 +261,34 @@ def _prompts_from_jsonl(path: Path) -> list[Prompt]:
     return result
 
 
-_WORDS = (
-    "latency token stream model endpoint probe kafka window sketch alert region price budget cache "
-    "queue batch decode prefill context answer question summary detail reason example measure"
-).split()
+_WORDS = [
+    "latency",
+    "token",
+    "stream",
+    "model",
+    "endpoint",
+    "probe",
+    "kafka",
+    "window",
+    "sketch",
+    "alert",
+    "region",
+    "price",
+    "budget",
+    "cache",
+    "queue",
+    "batch",
+    "decode",
+    "prefill",
+    "context",
+    "answer",
+    "question",
+    "summary",
+    "detail",
+    "reason",
+    "example",
+    "measure",
+]
 
 
 def synthetic_prompts(spec: SyntheticPrompts) -> list[Prompt]:

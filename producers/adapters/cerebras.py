@@ -83,7 +83,9 @@ def _delta(chunk: Any) -> str:
     if not choices:
         return ""
     delta = getattr(choices[0], "delta", None)
-    content = getattr(delta, "content", None)
+    # The SDK parses stream chunks into a union model; depending on which member matched, the delta is a
+    # model or a plain dict.
+    content = delta.get("content") if isinstance(delta, dict) else getattr(delta, "content", None)
     return content if isinstance(content, str) else ""
 
 

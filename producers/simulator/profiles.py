@@ -85,11 +85,15 @@ class ProfileChange(BaseModel):
     def _set_names_profile_fields(self) -> ProfileChange:
         unknown = set(self.set) - set(LatencyProfile.model_fields)
         if unknown:
-            raise ValueError(f"set: unknown profile fields {sorted(unknown)}; use {sorted(LatencyProfile.model_fields)}")
+            raise ValueError(
+                f"set: unknown profile fields {sorted(unknown)}; use {sorted(LatencyProfile.model_fields)}"
+            )
         return self
 
 
-def effective_profile(name: str, base: LatencyProfile, changes: list[ProfileChange], elapsed_s: float) -> LatencyProfile:
+def effective_profile(
+    name: str, base: LatencyProfile, changes: list[ProfileChange], elapsed_s: float
+) -> LatencyProfile:
     """``base`` with every change for ``name`` due at ``elapsed_s`` applied in order."""
     profile = base
     for change in sorted(changes, key=lambda c: c.after_s):

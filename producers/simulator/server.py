@@ -28,7 +28,23 @@ from producers.simulator.profiles import LatencyProfile, ProfileChange, Simulato
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
 MAX_GROUND_TRUTH = 200_000
-_WORDS = "the quick brown fox jumps over a lazy dog while tokens stream to the probe".split()
+_WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "tokens",
+    "stream",
+    "to",
+    "the",
+    "probe",
+]
 
 
 @dataclass(slots=True)
@@ -190,9 +206,34 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
                  "choices": [choice]}  # fmt: skip
         return b"data: " + orjson.dumps(event) + b"\n\n"
 
+    try:
+        await _stream_tokens(state, request, response, truth, profile, frame, total_tokens, int(max_tokens),
+                             cut_at, bad_at, include_usage, chunk_id, created, model)  # fmt: skip
+    except ConnectionError:
+        truth.outcome, truth.end_ns = "client_gone", state.clock()  # the client hung up; nothing to send to
+    return response
+
+
+async def _stream_tokens(
+    state: SimulatorState,
+    request: web.Request,
+    response: web.StreamResponse,
+    truth: GroundTruth,
+    profile: LatencyProfile,
+    frame: Callable[..., bytes],
+    total_tokens: int,
+    max_tokens: int,
+    cut_at: int | None,
+    bad_at: int | None,
+    include_usage: bool,
+    chunk_id: str,
+    created: int,
+    model: str,
+) -> None:
+    rng = state.rng
     if profile.role_chunk:
         await response.write(frame({"role": "assistant", "content": ""}))
-    await _sleep_until(received_ns + int(profile.sample_ttft_s(rng) * 1e9), state.clock)
+    await _sleep_until(truth.received_ns + int(profile.sample_ttft_s(rng) * 1e9), state.clock)
     sent_tokens = 0
     while sent_tokens < total_tokens:
         if sent_tokens > 0:
@@ -201,7 +242,7 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
             truth.outcome, truth.end_ns = "cut", state.clock()
             if request.transport is not None:
                 request.transport.close()
-            return response
+            return
         if bad_at is not None and sent_tokens >= bad_at:
             truth.outcome = "invalid_json"
             await response.write(b'data: {"choices": [{"delta": {"content": "oops"\n\n')
@@ -216,7 +257,7 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
             truth.first_content_ns = now
         sent_tokens += n
         truth.completion_tokens = sent_tokens
-    await response.write(frame({}, finish="length" if sent_tokens >= int(max_tokens) else "stop"))
+    await response.write(frame({}, finish="length" if sent_tokens >= max_tokens else "stop"))
     if include_usage:
         usage = {"prompt_tokens": truth.prompt_tokens, "completion_tokens": sent_tokens,
                  "total_tokens": truth.prompt_tokens + sent_tokens}  # fmt: skip
@@ -226,7 +267,6 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
     await response.write(b"data: [DONE]\n\n")
     truth.end_ns = state.clock()
     await response.write_eof()
-    return response
 
 
 async def _sleep_until(deadline_ns: int, clock: Callable[[], int]) -> None:
