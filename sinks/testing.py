@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from schemas import Alert, Quantiles, RequestTiming, WindowStats
+from pydantic import BaseModel, SecretStr
+
+from schemas import Alert, Quantiles, RequestTiming, WindowStats, encode
+from tokenpulse.config import Settings
 
 BASE_NS = 1_780_000_000_000_000_000
 MINUTE_NS = 60_000_000_000
@@ -94,3 +99,54 @@ def make_alert(**overrides: Any) -> Alert:
     }
     values.update(overrides)
     return Alert(**values)
+
+
+def settings_for(bootstrap: str, influx: Any, topic_prefix: str) -> Settings:
+    """``Settings`` pointing at a test's Kafka, ``InfluxEndpoint`` and topic prefix, ignoring the environment
+    (whose variables would otherwise win over the test's own bucket)."""
+    return Settings.model_construct(
+        kafka_bootstrap=bootstrap, topic_prefix=topic_prefix, influx_url=influx.url.rstrip("/"),
+        influx_token=SecretStr(influx.token), influx_org=influx.org, influx_bucket=influx.bucket,
+    )  # fmt: skip
+
+
+def produce(bootstrap: str, topic: str, events: Iterable[BaseModel | bytes], key: bytes | None = None) -> int:
+    """Publish events (or raw bytes) synchronously with kafka-python; returns how many were sent."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=1 << 20)
+    sent = 0
+    try:
+        for event in events:
+            if isinstance(event, bytes):
+                producer.send(topic, value=event, key=key)
+            else:
+                event_key = event.kafka_key() if hasattr(event, "kafka_key") else key
+                producer.send(topic, value=encode(event), key=event_key)
+            sent += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.25) -> None:
+    """Poll ``predicate`` until true; raise ``AssertionError`` naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def flux_count(client: Any, bucket: str, measurement: str, field: str, start: str = "0") -> int:
+    """Number of points of ``measurement`` that carry ``field`` in ``bucket``."""
+    query = (
+        f'from(bucket: "{bucket}") |> range(start: {start}) '
+        f'|> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}") '
+        "|> group() |> count()"
+    )
+    tables = client.query_api().query(query)
+    return int(sum(record.get_value() for table in tables for record in table.records))

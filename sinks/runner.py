@@ -1,0 +1,173 @@
+"""Runs the three InfluxDB sinks and the alert engine (with its notifiers) in one asyncio loop.
+
+``SinkRunner(settings, rules, notifiers).start()`` runs everything in a background thread (the demo and
+tests use this); ``stop()`` finishes the in-flight batches and commits them. ``run_sinks(settings, rules,
+stop_event)`` does the same in the calling thread until ``stop_event`` is set (the CLI uses this).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas import Alert, RequestTiming, WindowStats
+from sinks.consumer import EventLineCodec, KafkaInfluxSink
+from sinks.lineprotocol import alert_line, request_line, window_line
+from sinks.notifiers import NotificationDispatcher, Notifier
+from sinks.writer import InfluxWriter
+from streams.alerting import AlertEngine
+from streams.rules import RuleEngine, RuleSet
+from tokenpulse.config import Settings
+
+log = logging.getLogger(__name__)
+
+ALL_SINKS = ("llm_request", "llm_window", "llm_alert")
+
+
+async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 3) -> None:
+    """Create missing topics (single-node replication); existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+@dataclass
+class SinkRunner:
+    """The sink process: ``llm_request``, ``llm_window`` and ``llm_alert`` sinks plus alerting."""
+
+    settings: Settings
+    rules: RuleSet | None = None
+    notifiers: Sequence[Notifier] = ()
+    sinks: Sequence[str] = ALL_SINKS
+    group_prefix: str | None = None
+    max_records: int = 10_000
+    stop_grace_s: float = 10.0
+    kafka_sinks: list[KafkaInfluxSink] = field(default_factory=list, init=False)
+    alert_engine: AlertEngine | None = field(default=None, init=False)
+    dispatcher: NotificationDispatcher | None = field(default=None, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    _stop: asyncio.Event | None = field(default=None, init=False)
+    _ready: threading.Event = field(default_factory=threading.Event, init=False)
+    _error: BaseException | None = field(default=None, init=False)
+
+    def _group(self, name: str) -> str:
+        return f"{self.group_prefix or self.settings.topic_prefix}.{name}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s, topics = self.settings, self.settings.topics
+        await ensure_topics(
+            s.kafka_bootstrap, [topics.request_timings, topics.window_stats, topics.alerts, topics.sink_dlq]
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        writers: list[InfluxWriter] = []
+        codecs: dict[str, tuple[str, Callable[[bytes | None], str]]] = {
+            "llm_request": (topics.request_timings, EventLineCodec(RequestTiming, request_line)),
+            "llm_window": (topics.window_stats, EventLineCodec(WindowStats, window_line)),
+            "llm_alert": (topics.alerts, EventLineCodec(Alert, alert_line)),
+        }
+        try:
+            for name in self.sinks:
+                topic, codec = codecs[name]
+                writer = InfluxWriter(s.influx_url, s.influx_token, s.influx_org, s.influx_bucket)
+                writers.append(writer)
+                sink = KafkaInfluxSink(
+                    name=name, bootstrap=s.kafka_bootstrap, topic=topic, group_id=self._group(f"sink.{name}"),
+                    codec=codec, writer=writer, dlq_topic=topics.sink_dlq, producer=producer,
+                    max_records=self.max_records,
+                )  # fmt: skip
+                self.kafka_sinks.append(sink)
+            if self.rules is not None:
+                self.dispatcher = NotificationDispatcher(list(self.notifiers))
+                await self.dispatcher.start()
+                self.alert_engine = AlertEngine(
+                    rules=RuleEngine(self.rules), bootstrap=s.kafka_bootstrap, window_topic=topics.window_stats,
+                    alerts_topic=topics.alerts, dlq_topic=topics.sink_dlq, group_id=self._group("alerting"),
+                    producer=producer, on_alert=self.dispatcher.submit,
+                )  # fmt: skip
+            tasks = [asyncio.create_task(sink.run(stop), name=f"sink-{sink.name}") for sink in self.kafka_sinks]
+            if self.alert_engine is not None:
+                tasks.append(asyncio.create_task(self.alert_engine.run(stop), name="alert-engine"))
+            self._ready.set()
+            watchdog = asyncio.create_task(self._abort_after_grace(stop))
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                watchdog.cancel()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            if self.dispatcher is not None:
+                await self.dispatcher.stop()
+            await producer.stop()
+            for writer in writers:
+                writer.close()
+
+    async def _abort_after_grace(self, stop: asyncio.Event) -> None:
+        # A write stuck in an InfluxDB outage is abandoned (left uncommitted) after the grace period.
+        await stop.wait()
+        await asyncio.sleep(self.stop_grace_s)
+        for sink in self.kafka_sinks:
+            sink.request_stop()
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Run in a background thread; returns once every consumer has been created."""
+        self._thread = threading.Thread(target=self._thread_main, name="tokenpulse-sinks", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s) and self._error is None:
+            raise TimeoutError(f"sinks did not start within {timeout_s}s")
+        if self._error is not None:
+            raise self._error
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._stop = asyncio.Event()
+        try:
+            loop.run_until_complete(self.run(self._stop))
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            log.exception("sink runner failed")
+        finally:
+            loop.close()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self._error is not None:
+            raise self._error
+
+
+def run_sinks(
+    settings: Settings, rules: RuleSet | None, stop_event: threading.Event, notifiers: Sequence[Notifier] = ()
+) -> None:
+    """Run the sinks and alerting in this thread until ``stop_event`` is set."""
+    runner = SinkRunner(settings, rules, notifiers)
+    runner.start()
+    try:
+        while not stop_event.wait(0.5):
+            if runner._thread is not None and not runner._thread.is_alive():
+                break
+    finally:
+        runner.stop()
