@@ -1,0 +1,258 @@
+"""The windowing state machine of one source partition: dedup, panes, late events, emission, snapshots.
+
+Pure and synchronous (no faust, no Kafka): the worker feeds it ``(offset, RequestTiming)`` in offset order
+and ships what it returns. Every decision depends only on the events and their order, never on wall
+time, so replaying a partition after a crash reproduces the same ``WindowStats``:
+
+* a window is emitted when it is *complete* (an event at or after its end was seen) and again when it
+  *closes* (the watermark, latest event time minus grace, passes its end); the second emission includes
+  late events that arrived within grace and is final;
+* each pane remembers the source offset it last applied, so events replayed after a crash (offsets at
+  or below it) are recognised and skipped instead of counted twice;
+* event ids are remembered per pane (``DedupHorizon``) so producer retries and spool replays count once;
+* ``changelog_records`` returns the changed panes (with their ids) and then a partition meta record, in
+  that order, for a compacted changelog topic; ``restore`` rebuilds the state from those records.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from schemas import RequestTiming, WindowStats
+from streams.aggregate import PaneAccumulator, StatsKey, window_stats
+from streams.dedup import DedupHorizon
+from streams.watermark import Watermark
+from streams.windows import WindowSpec, pane_size_ns, parse_duration_ns, parse_window_specs
+
+ChangelogRecord = tuple[bytes, bytes | None]
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REPLAYED = "replayed"
+    LATE = "late"
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Which windows to keep, how long to wait for late events, how many event ids to remember."""
+
+    specs: tuple[WindowSpec, ...]
+    grace_ns: int
+    dedup_max_ids: int = 2_000_000
+
+    @classmethod
+    def parse(cls, windows: Sequence[str], grace: str, dedup_max_ids: int = 2_000_000) -> WindowConfig:
+        """E.g. ``WindowConfig.parse(["1m", "5m/1m"], "10s")``."""
+        return cls(parse_window_specs(windows), parse_duration_ns(grace), dedup_max_ids)
+
+
+@dataclass
+class PartitionCounters:
+    accepted: int = 0
+    duplicates: int = 0
+    replayed: int = 0
+    late: int = 0
+
+
+@dataclass
+class _Pane:
+    acc: PaneAccumulator = field(default_factory=PaneAccumulator)
+    offset: int = -1
+
+
+class PartitionWindows:
+    """Window state of one source partition (all keys whose events arrive on it)."""
+
+    def __init__(self, partition: int, config: WindowConfig) -> None:
+        self.partition = partition
+        self.config = config
+        self.pane_ns = pane_size_ns(config.specs)
+        self.watermark = Watermark(config.grace_ns)
+        self.dedup = DedupHorizon(config.dedup_max_ids)
+        self.counters = PartitionCounters()
+        self.last_offset = -1
+        self._panes: dict[StatsKey, dict[int, _Pane]] = {}
+        self._dirty: set[tuple[StatsKey, int]] = set()
+        self._emitted: list[WindowStats] = []
+
+    # ---- input -------------------------------------------------------------------------------------
+    def handle(self, offset: int, event: RequestTiming) -> Outcome:
+        """Apply one event (offsets must increase); emitted windows queue up for ``take_emitted``."""
+        t = event.started_at
+        key = StatsKey(event.provider, event.model, event.workload, event.region)
+        pane_start = t - t % self.pane_ns
+        key_panes = self._panes.get(key)
+        pane = key_panes.get(pane_start) if key_panes else None
+        self.last_offset = offset
+        if pane is not None and offset <= pane.offset:
+            outcome = Outcome.REPLAYED
+            self.counters.replayed += 1
+        else:
+            outcome = self._apply(offset, event, key, pane_start, pane)
+        advance = self.watermark.observe(t)
+        if advance is not None:
+            self._advance(*advance)
+        return outcome
+
+    def advance_event_time(self, event_ns: int) -> None:
+        """Move event time forward without an event (the idle sweep); emits and closes what is due."""
+        advance = self.watermark.observe(event_ns)
+        if advance is not None:
+            self._advance(*advance)
+
+    def _apply(self, offset: int, event: RequestTiming, key: StatsKey, pane_start: int, pane: _Pane | None) -> Outcome:
+        late_specs: list[WindowSpec] = []
+        if self.watermark.started:
+            wm = self.watermark.watermark_ns
+            late_specs = [spec for spec in self.config.specs if spec.latest_end_containing(pane_start) <= wm]
+        if late_specs:
+            self._count_late(key, late_specs, offset)
+            if len(late_specs) == len(self.config.specs):
+                self.counters.late += 1
+                return Outcome.LATE
+        if not self.dedup.first_seen((key, pane_start), event.event_id.bytes):
+            self.counters.duplicates += 1
+            return Outcome.DUPLICATE
+        if pane is None:
+            pane = self._pane(key, pane_start)
+        pane.acc.add(event)
+        pane.offset = offset
+        self._dirty.add((key, pane_start))
+        self.counters.accepted += 1
+        return Outcome.ACCEPTED
+
+    def _pane(self, key: StatsKey, pane_start: int) -> _Pane:
+        key_panes = self._panes.setdefault(key, {})
+        pane = key_panes.get(pane_start)
+        if pane is None:
+            pane = key_panes[pane_start] = _Pane()
+        return pane
+
+    def _count_late(self, key: StatsKey, specs: Iterable[WindowSpec], offset: int) -> None:
+        # Counted in the oldest window of the spec that is still open, so it is emitted exactly once.
+        wm = self.watermark.watermark_ns
+        for spec in specs:
+            last_pane_start = spec.first_end_after(wm) - self.pane_ns
+            pane = self._pane(key, last_pane_start)
+            if offset <= pane.offset:
+                continue  # replayed: already counted before the crash
+            pane.acc.add_late(spec.label)
+            pane.offset = offset
+            self._dirty.add((key, last_pane_start))
+
+    # ---- event-time progress ---------------------------------------------------------------------
+    def _advance(self, old_ns: int, new_ns: int) -> None:
+        p, grace = self.pane_ns, self.config.grace_ns
+        if old_ns // p == new_ns // p and (old_ns - grace) // p == (new_ns - grace) // p:
+            return  # window ends are multiples of the pane size: none was crossed
+        due: set[tuple[int, int, StatsKey]] = set()
+        for key, key_panes in self._panes.items():
+            for pane_start in key_panes:
+                for index, spec in enumerate(self.config.specs):
+                    for _, end in spec.windows_containing(pane_start):
+                        if old_ns < end <= new_ns or old_ns - grace < end <= new_ns - grace:
+                            due.add((end, index, key))
+        for end, index, key in sorted(due, key=lambda item: (item[0], item[1], item[2].__repr__())):
+            stats = self.window(key, self.config.specs[index], end)
+            if stats is not None:
+                self._emitted.append(stats)
+        self._drop_closed_panes()
+
+    def _drop_closed_panes(self) -> None:
+        wm = self.watermark.watermark_ns
+        for key in list(self._panes):
+            key_panes = self._panes[key]
+            for pane_start in [s for s in key_panes if self._pane_closed(s, wm)]:
+                del key_panes[pane_start]
+                self.dedup.forget((key, pane_start))
+                self._dirty.add((key, pane_start))
+            if not key_panes:
+                del self._panes[key]
+
+    def _pane_closed(self, pane_start: int, wm: int) -> bool:
+        return all(spec.latest_end_containing(pane_start) <= wm for spec in self.config.specs)
+
+    def window(self, key: StatsKey, spec: WindowSpec, end_ns: int) -> WindowStats | None:
+        """Current ``WindowStats`` of one window, or None if it holds no event and no late event."""
+        key_panes = self._panes.get(key, {})
+        start = end_ns - spec.size_ns
+        panes = [pane.acc for pane_start, pane in key_panes.items() if start <= pane_start < end_ns]
+        last = key_panes.get(end_ns - self.pane_ns)
+        late = last.acc.late_events.get(spec.label, 0) if last is not None else 0
+        if late == 0 and not any(acc.count for acc in panes):
+            return None
+        return window_stats(key, spec.label, start, end_ns, panes, late)
+
+    def take_emitted(self) -> list[WindowStats]:
+        """Windows emitted since the last call, in emission order (the latest one of a key wins)."""
+        emitted, self._emitted = self._emitted, []
+        return emitted
+
+    @property
+    def open_panes(self) -> int:
+        return sum(len(key_panes) for key_panes in self._panes.values())
+
+    # ---- snapshots -------------------------------------------------------------------------------
+    def changelog_records(self) -> list[ChangelogRecord]:
+        """Changed panes (None for a dropped one), then this partition's meta record; clears the changes."""
+        records: list[ChangelogRecord] = []
+        for key, pane_start in sorted(self._dirty, key=repr):
+            pane = self._panes.get(key, {}).get(pane_start)
+            record_key = orjson.dumps(["pane", self.partition, *key, pane_start])
+            if pane is None:
+                records.append((record_key, None))
+                continue
+            value = {
+                "acc": pane.acc.to_state(),
+                "offset": pane.offset,
+                "ids": base64.b64encode(self.dedup.ids((key, pane_start))).decode(),
+            }
+            records.append((record_key, orjson.dumps(value)))
+        self._dirty.clear()
+        meta = {"max_event_ns": self.watermark.max_event_ns, "last_offset": self.last_offset}
+        records.append((meta_record_key(self.partition), orjson.dumps(meta)))
+        return records
+
+    @classmethod
+    def restore(cls, partition: int, config: WindowConfig, records: Iterable[ChangelogRecord]) -> PartitionWindows:
+        """Rebuild from changelog records (later records of a key win; others' partitions are ignored)."""
+        state = cls(partition, config)
+        for record_key, value in records:
+            kind, record_partition, *rest = orjson.loads(record_key)
+            if record_partition != partition:
+                continue
+            if kind == "meta":
+                if value is not None:
+                    meta = orjson.loads(value)
+                    state.watermark.max_event_ns = meta["max_event_ns"]
+                    state.last_offset = meta["last_offset"]
+                continue
+            provider, model, workload, region, pane_start = rest
+            key = StatsKey(provider, model, workload, region)
+            if value is None:
+                state._panes.get(key, {}).pop(pane_start, None)
+                state.dedup.forget((key, pane_start))
+                continue
+            document: dict[str, Any] = orjson.loads(value)
+            pane = state._pane(key, pane_start)
+            pane.acc = PaneAccumulator.from_state(document["acc"])
+            pane.offset = document["offset"]
+            state.dedup.restore((key, pane_start), base64.b64decode(document["ids"]))
+        return state
+
+
+def meta_record_key(partition: int) -> bytes:
+    return orjson.dumps(["meta", partition])
+
+
+def record_partition(record_key: bytes) -> int:
+    """The source partition a changelog record belongs to."""
+    return int(orjson.loads(record_key)[1])

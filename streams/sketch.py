@@ -1,0 +1,104 @@
+"""Quantile sketches: ``ddsketch.DDSketch`` at 1% relative accuracy, mergeable and serialisable.
+
+ddsketch's own serialisation goes through protobuf, which this project does not depend on, so
+``to_state``/``from_state`` write the dense store (offset and bins) as plain JSON-able data. The exact
+``max`` is kept beside the sketch (the sketch's own max is exact too, but only while it is not merged
+from a restored state), and weights are always 1, so bin counts are integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ddsketch import DDSketch
+from ddsketch.store import DenseStore
+
+from schemas import Quantiles
+
+RELATIVE_ACCURACY = 0.01
+
+
+class QuantileSketch:
+    """Values of one metric in one pane or window: p50/p95/p99 within 1% relative error, exact count and max."""
+
+    __slots__ = ("_sketch",)
+
+    def __init__(self) -> None:
+        self._sketch = DDSketch(RELATIVE_ACCURACY)
+
+    def add(self, value: float) -> None:
+        self._sketch.add(value)
+
+    def merge(self, other: QuantileSketch) -> None:
+        """Add every value of ``other`` to this sketch (exact: both use the same bin mapping)."""
+        self._sketch.merge(other._sketch)
+
+    @property
+    def count(self) -> int:
+        return int(self._sketch.count)
+
+    @property
+    def max(self) -> float | None:
+        return float(self._sketch._max) if self.count else None
+
+    def quantile(self, q: float) -> float | None:
+        """Value at quantile ``q`` (0..1) within 1% relative error, clamped to the exact max; None if empty."""
+        if not self.count:
+            return None
+        value = self._sketch.get_quantile_value(q)
+        return min(float(value), float(self._sketch._max)) if value is not None else None
+
+    def quantiles(self) -> Quantiles | None:
+        """p50, p95, p99 and the exact max, or None for an empty sketch."""
+        if not self.count:
+            return None
+        top = float(self._sketch._max)
+        p50, p95, p99 = (min(float(self._sketch.get_quantile_value(q) or 0.0), top) for q in (0.5, 0.95, 0.99))
+        return Quantiles(p50=p50, p95=max(p95, p50), p99=max(p99, p95, p50), max=max(top, p99, p95, p50))
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able snapshot; ``from_state`` rebuilds an equal sketch."""
+        sketch = self._sketch
+        if not sketch.count:
+            return {}
+        return {
+            "z": int(sketch._zero_count),
+            "p": _store_state(sketch._store),
+            "n": _store_state(sketch._negative_store),
+            "min": sketch._min,
+            "max": sketch._max,
+            "sum": sketch._sum,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> QuantileSketch:
+        restored = cls()
+        if not state:
+            return restored
+        sketch = restored._sketch
+        _load_store(sketch._store, state["p"])
+        _load_store(sketch._negative_store, state["n"])
+        sketch._zero_count = float(state["z"])
+        sketch._count = sketch._store.count + sketch._negative_store.count + sketch._zero_count
+        sketch._min = float(state["min"])
+        sketch._max = float(state["max"])
+        sketch._sum = float(state["sum"])
+        return restored
+
+
+def _store_state(store: DenseStore) -> list[Any]:
+    if not store.count:
+        return []
+    bins = store.bins[store.min_key - store.offset : store.max_key - store.offset + 1]
+    return [store.min_key, [int(b) for b in bins]]
+
+
+def _load_store(store: DenseStore, state: list[Any]) -> None:
+    if not state:
+        return
+    min_key, bins = state
+    store.offset = min_key
+    store.min_key = min_key
+    store.max_key = min_key + len(bins) - 1
+    store.bins = [float(b) for b in bins]
+    store.count = float(sum(bins))

@@ -1,0 +1,133 @@
+"""Seeded ``RequestTiming`` generators for tests, benchmarks and the demo (no probe code needed).
+
+``TimingFactory(seed)`` builds valid events with latencies from log-normal distributions; the same seed
+yields the same events (ids included), so exact expected aggregates can be computed from the list.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import RequestTiming
+
+NANOS_PER_SECOND = 1_000_000_000
+DEFAULT_START_NS = 1_780_000_020 * NANOS_PER_SECOND  # a whole minute, in 2026
+
+
+@dataclass(frozen=True)
+class TimingKey:
+    provider: str
+    model: str
+    workload: str = "chat"
+    region: str | None = "eu-west"
+
+
+def default_keys(count: int) -> list[TimingKey]:
+    """``count`` distinct keys over a few providers and models."""
+    providers = ["sim-a", "sim-b", "sim-c", "sim-d"]
+    return [TimingKey(providers[i % len(providers)], f"model-{i}", "chat" if i % 3 else "rag") for i in range(count)]
+
+
+class TimingFactory:
+    """Builds valid ``RequestTiming`` events from a seeded random generator."""
+
+    def __init__(self, seed: int = 0, error_rate: float = 0.05) -> None:
+        self.rng = random.Random(seed)
+        self.error_rate = error_rate
+
+    def event(self, key: TimingKey, started_at_ns: int, *, failed: bool | None = None) -> RequestTiming:
+        rng = self.rng
+        if failed is None:
+            failed = rng.random() < self.error_rate
+        prompt_tokens = rng.randint(20, 400)
+        completion_tokens = rng.randint(2, 600)
+        ttft_ms = rng.lognormvariate(5.5, 0.6)
+        tpot_ms = rng.lognormvariate(2.8, 0.4)
+        e2e_ms = ttft_ms + tpot_ms * (completion_tokens - 1)
+        cost = (prompt_tokens * 0.5 + completion_tokens * 1.5) / 1_000_000
+        common: dict[str, Any] = {
+            "event_id": uuid.UUID(int=rng.getrandbits(128), version=4),
+            "probe_id": "probe-test",
+            "started_at": started_at_ns,
+            "provider": key.provider,
+            "model": key.model,
+            "endpoint": f"http://127.0.0.1:9000/{key.provider}/v1/chat/completions",
+            "region": key.region,
+            "workload": key.workload,
+            "prompt_id": f"p{rng.randint(0, 9)}",
+            "price_in_per_mtok": 0.5,
+            "price_out_per_mtok": 1.5,
+        }
+        if failed:
+            return RequestTiming(
+                **common, status="error", error_kind="http_5xx", http_status=503,
+                e2e_ms=rng.lognormvariate(4.0, 0.5), prompt_tokens=prompt_tokens,
+            )  # fmt: skip
+        return RequestTiming(
+            **common, status="ok", http_status=200, ttft_ms=ttft_ms, e2e_ms=e2e_ms, tpot_ms=tpot_ms,
+            itl_p50_ms=tpot_ms, itl_p95_ms=tpot_ms * 1.8, itl_max_ms=tpot_ms * 3.0,
+            decode_tps=1000.0 / tpot_ms, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            token_count_source="usage", cost_usd=cost,
+        )  # fmt: skip
+
+    def stream(
+        self,
+        keys: Sequence[TimingKey],
+        count: int,
+        *,
+        start_ns: int = DEFAULT_START_NS,
+        interval_ns: int = NANOS_PER_SECOND // 10,
+        jitter_ns: int = 0,
+    ) -> Iterator[RequestTiming]:
+        """``count`` events round-robin over ``keys``, one every ``interval_ns``, each up to ``jitter_ns``
+        earlier than its slot (so out of order, but never before ``start_ns``)."""
+        for i in range(count):
+            jitter = self.rng.randint(0, jitter_ns) if jitter_ns else 0
+            yield self.event(keys[i % len(keys)], max(start_ns, start_ns + i * interval_ns - jitter))
+
+
+@dataclass
+class ExactWindow:
+    """What a window must contain, computed exactly from the events (the reference for tests and benches)."""
+
+    count: int
+    error_count: int
+    ttft_ms: list[float]
+    e2e_ms: list[float]
+    cost_usd: float
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def exact_windows(
+    events: Sequence[RequestTiming], size_ns: int, step_ns: int | None = None
+) -> dict[tuple[str, str, str, str | None, int], ExactWindow]:
+    """Exact contents of every window (keyed by provider, model, workload, region, window end) over
+    unique events (the first copy of an ``event_id`` wins)."""
+    step = step_ns or size_ns
+    seen: set[uuid.UUID] = set()
+    windows: dict[tuple[str, str, str, str | None, int], ExactWindow] = {}
+    for event in events:
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        t = event.started_at
+        last_start = t - t % step
+        for start in range(last_start - size_ns + step, last_start + 1, step):
+            if start < 0:
+                continue
+            key = (event.provider, event.model, event.workload, event.region, start + size_ns)
+            window = windows.setdefault(key, ExactWindow(0, 0, [], [], 0.0, 0, 0))
+            window.count += 1
+            window.error_count += event.status == "error"
+            window.e2e_ms.append(event.e2e_ms)
+            if event.ttft_ms is not None:
+                window.ttft_ms.append(event.ttft_ms)
+            window.cost_usd += event.cost_usd
+            window.prompt_tokens += event.prompt_tokens
+            window.completion_tokens += event.completion_tokens
+    return windows

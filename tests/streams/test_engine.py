@@ -1,0 +1,147 @@
+import numpy as np
+import pytest
+
+from streams.engine import Outcome, PartitionWindows, WindowConfig
+from streams.sketch import RELATIVE_ACCURACY
+from streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey, default_keys, exact_windows
+
+S = 1_000_000_000
+M = 60 * S
+CONFIG = WindowConfig.parse(["1m", "5m/1m"], "10s")
+
+
+def run(events, config=CONFIG, state=None, first_offset=0):
+    state = state or PartitionWindows(0, config)
+    outcomes = [state.handle(first_offset + i, e) for i, e in enumerate(events)]
+    return state, outcomes
+
+
+def final_by_window(emitted):
+    """The last emission of each window wins downstream (same key, same window_end)."""
+    return {(s.provider, s.model, s.workload, s.region, s.window, s.window_end): s for s in emitted}
+
+
+def within(estimate, values, q):
+    lower = np.quantile(values, q, method="lower")
+    higher = np.quantile(values, q, method="higher")
+    return lower * (1 - RELATIVE_ACCURACY) - 1e-9 <= estimate <= higher * (1 + RELATIVE_ACCURACY) + 1e-9
+
+
+def flush_event(factory, keys, at_ns):
+    return [factory.event(key, at_ns) for key in keys]
+
+
+def test_counts_exact_and_quantiles_within_error_for_every_closed_window():
+    factory = TimingFactory(seed=11)
+    keys = default_keys(4)
+    events = list(factory.stream(keys, 6_000, interval_ns=S // 10, jitter_ns=3 * S))
+    end_of_data = DEFAULT_START_NS + 600 * S
+    state, outcomes = run(events + flush_event(factory, keys, end_of_data + 10 * M))
+    assert outcomes.count(Outcome.ACCEPTED) == len(events) + len(keys)
+    emitted = final_by_window(state.take_emitted())
+    checked = 0
+    for label, size, step in (("1m", M, M), ("5m", 5 * M, M)):
+        exact = exact_windows(events, size, step)
+        for (provider, model, workload, region, end), want in exact.items():
+            got = emitted[(provider, model, workload, region, label, end)]
+            assert got.count == want.count
+            assert got.error_count == want.error_count
+            assert got.prompt_tokens == want.prompt_tokens
+            assert got.cost_usd == pytest.approx(want.cost_usd, rel=1e-9)
+            assert got.e2e_ms.max == max(want.e2e_ms)
+            for q, value in ((0.5, got.e2e_ms.p50), (0.95, got.e2e_ms.p95), (0.99, got.e2e_ms.p99)):
+                assert within(value, want.e2e_ms, q)
+            assert within(got.ttft_ms.p95, want.ttft_ms, 0.95)
+            checked += 1
+    assert checked >= 4 * (10 + 14)
+
+
+def test_duplicates_are_counted_once():
+    factory = TimingFactory(seed=2)
+    key = TimingKey("sim", "m")
+    events = list(factory.stream([key], 50, interval_ns=S))
+    replays = events[10:20]  # a spool replay: same ids, new offsets
+    state, outcomes = run(events + replays + [factory.event(key, DEFAULT_START_NS + 10 * M)])
+    assert outcomes.count(Outcome.DUPLICATE) == 10
+    assert state.counters.duplicates == 10
+    emitted = final_by_window(state.take_emitted())
+    assert emitted[("sim", "m", "chat", "eu-west", "1m", DEFAULT_START_NS + M)].count == 50
+
+
+def test_late_within_grace_updates_and_re_emits_beyond_grace_is_counted_late():
+    factory = TimingFactory(seed=3)
+    key = TimingKey("sim", "m")
+    config = WindowConfig.parse(["1m"], "10s")
+    t0 = DEFAULT_START_NS
+    state = PartitionWindows(0, config)
+    state.handle(0, factory.event(key, t0 + 30 * S))
+    state.handle(1, factory.event(key, t0 + 65 * S))  # window [t0, t0+1m) complete: first emission
+    first = state.take_emitted()
+    assert [(s.window_end, s.count) for s in first] == [(t0 + M, 1)]
+    assert state.handle(2, factory.event(key, t0 + 50 * S)) is Outcome.ACCEPTED  # late, within grace
+    state.handle(3, factory.event(key, t0 + 71 * S))  # watermark 61 s: window closes, emitted again
+    second = state.take_emitted()
+    assert [(s.window_end, s.count, s.late_events) for s in second] == [(t0 + M, 2, 0)]
+    assert state.handle(4, factory.event(key, t0 + 40 * S)) is Outcome.LATE  # beyond grace
+    assert state.counters.late == 1
+    state.handle(5, factory.event(key, t0 + 200 * S))
+    by_end = {s.window_end: s for s in state.take_emitted()}
+    assert t0 + M not in by_end  # closed windows are never emitted again
+    assert by_end[t0 + 2 * M].late_events == 1  # counted in the window open when it arrived
+    assert by_end[t0 + 2 * M].count == 2
+
+
+def test_restore_after_crash_replays_without_double_counting():
+    factory = TimingFactory(seed=4)
+    keys = default_keys(3)
+    events = list(factory.stream(keys, 3_000, interval_ns=S // 5, jitter_ns=2 * S))
+    events += events[100:150]  # producer retries
+    events += flush_event(factory, keys, DEFAULT_START_NS + 30 * M)
+    reference, _ = run(events)
+    want = final_by_window(reference.take_emitted())
+
+    crashed = PartitionWindows(0, CONFIG)
+    emitted = []
+    snapshot = []
+    for offset, event in enumerate(events[:1_800]):
+        crashed.handle(offset, event)
+        if offset == 1_200:
+            snapshot = crashed.changelog_records()  # the last flush before the crash
+            emitted += crashed.take_emitted()
+    # the crash loses everything after the flush; the committed offset is older still (900)
+    restored = PartitionWindows.restore(0, CONFIG, snapshot)
+    for offset in range(900, len(events)):
+        restored.handle(offset, events[offset])
+    emitted += restored.take_emitted()
+    got = final_by_window(emitted)
+    assert got.keys() == want.keys()
+    for key, stats in want.items():
+        assert got[key] == stats
+    assert restored.counters.replayed > 0
+
+
+def test_two_partitions_emit_what_one_does():
+    factory = TimingFactory(seed=5)
+    keys = default_keys(6)
+    events = list(factory.stream(keys, 2_000, interval_ns=S // 4))
+    events += flush_event(factory, keys, DEFAULT_START_NS + 30 * M)
+    one, _ = run(events)
+    parts = [PartitionWindows(p, CONFIG) for p in (0, 1)]
+    for offset, event in enumerate(events):
+        parts[hash(event.model) % 2].handle(offset, event)
+    split = {}
+    for part in parts:
+        split.update(final_by_window(part.take_emitted()))
+    assert split == final_by_window(one.take_emitted())
+
+
+def test_changelog_drops_closed_panes():
+    factory = TimingFactory(seed=6)
+    key = TimingKey("sim", "m")
+    state, _ = run(list(factory.stream([key], 600, interval_ns=S)))
+    assert state.open_panes <= 7  # 5m window + 10 s grace, in 1 minute panes
+    records = state.changelog_records()
+    assert any(value is None for _, value in records)  # tombstones for dropped panes
+    restored = PartitionWindows.restore(0, CONFIG, records)
+    assert restored.open_panes == state.open_panes
+    assert restored.watermark.max_event_ns == state.watermark.max_event_ns
