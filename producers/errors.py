@@ -28,6 +28,17 @@ class ProbeFailure(Exception):
         self.http_status = http_status
         self.retry_after_s = retry_after_s
 
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+    def __repr__(self) -> str:
+        return f"ProbeFailure({self.kind!r}, {self.detail!r}, http_status={self.http_status!r})"
+
+    def redacted(self, secrets: Iterable[str]) -> ProbeFailure:
+        """A copy whose detail has every secret replaced by ``***``."""
+        return ProbeFailure(self.kind, redact(self.detail, secrets), http_status=self.http_status,
+                            retry_after_s=self.retry_after_s)  # fmt: skip
+
 
 def kind_for_status(status: int) -> ErrorKind:
     """``http_429``, ``http_4xx`` or ``http_5xx`` for an HTTP error status."""

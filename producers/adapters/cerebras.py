@@ -52,8 +52,8 @@ class CerebrasAdapter:
                 arrived_ns = recorder.clock()
                 recorder.add(_delta(chunk), _usage(chunk), arrived_ns)
             recorder.finish()
-        except ProbeFailure:
-            raise
+        except ProbeFailure as exc:
+            raise exc.redacted(self._secrets()) from None
         except APIStatusError as exc:
             recorder.http_status = exc.status_code
             raise failure_for_status(exc.status_code, exc.response.headers, self._redact(str(exc.body or ""))) from None
@@ -64,15 +64,15 @@ class CerebrasAdapter:
             failure = failure_for_exception(cause, streaming=streaming)
             if failure.kind == "invalid_response":
                 failure = ProbeFailure("connect", f"cannot connect: {type(cause).__name__}")
-            failure.detail = self._redact(failure.detail)
-            raise failure from None
+            raise failure.redacted(self._secrets()) from None
         except Exception as exc:
-            failure = failure_for_exception(exc, streaming=streaming)
-            failure.detail = self._redact(failure.detail)
-            raise failure from None
+            raise failure_for_exception(exc, streaming=streaming).redacted(self._secrets()) from None
+
+    def _secrets(self) -> list[str]:
+        return [self._api_key.get_secret_value()] if self._api_key is not None else []
 
     def _redact(self, text: str) -> str:
-        return redact(text, [self._api_key.get_secret_value()] if self._api_key is not None else [])
+        return redact(text, self._secrets())
 
     async def aclose(self) -> None:
         await self._client.close()

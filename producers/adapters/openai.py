@@ -102,14 +102,12 @@ class OpenAIAdapter:
                 done = await self._read_events(EventSource(response), recorder)
             if not done:
                 raise ProbeFailure("stream_broken", "stream ended without [DONE]")
-        except ProbeFailure:
-            raise
+        except ProbeFailure as exc:
+            raise exc.redacted(self._secrets()) from None
         except SSEError as exc:
             raise ProbeFailure("invalid_response", self._redact(str(exc))) from None
         except Exception as exc:
-            failure = failure_for_exception(exc, streaming=streaming)
-            failure.detail = self._redact(failure.detail)
-            raise failure from None
+            raise failure_for_exception(exc, streaming=streaming).redacted(self._secrets()) from None
 
     async def _read_events(self, source: EventSource, recorder: StreamRecorder) -> bool:
         async for event in source.aiter_sse():
@@ -124,8 +122,11 @@ class OpenAIAdapter:
             recorder.add(delta, usage, arrived_ns)
         return False
 
+    def _secrets(self) -> list[str]:
+        return [self._api_key.get_secret_value()] if self._api_key is not None else []
+
     def _redact(self, text: str) -> str:
-        return redact(text, [self._api_key.get_secret_value()] if self._api_key is not None else [])
+        return redact(text, self._secrets())
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -1,0 +1,179 @@
+"""The OpenAI adapter's SSE handling over httpx's mock transport (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
+from producers.errors import ProbeFailure
+from producers.stream import ChatRequest, StreamRecorder, Usage
+from tokenpulse.testing import FakeClock
+
+KEY = "sk-test-THIS-MUST-NEVER-LEAK-123"
+
+
+def chunk(content: str | None = None, role: str | None = None) -> bytes:
+    delta = {}
+    if role is not None:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    import orjson
+
+    return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta}]}) + b"\n\n"
+
+
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}\n\n'
+DONE = b"data: [DONE]\n\n"
+
+
+def transport_for(pieces: list[bytes], status: int = 200, headers: dict[str, str] | None = None,
+                  seen: list[httpx.Request] | None = None) -> httpx.MockTransport:  # fmt: skip
+    async def body() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        merged = {"content-type": "text/event-stream", **(headers or {})}
+        return httpx.Response(status, headers=merged, content=body())
+
+    return httpx.MockTransport(handler)
+
+
+def run(pieces: list[bytes], **kwargs: object) -> StreamRecorder:
+    clock = FakeClock()
+    recorder = StreamRecorder(clock.monotonic_ns)
+    adapter = OpenAIAdapter("http://sim.test/v1", SecretStr(KEY), transport=transport_for(pieces, **kwargs))  # type: ignore[arg-type]
+    request = ChatRequest(model="m", messages=({"role": "user", "content": "hi"},), max_tokens=8, request_id="r1")
+
+    async def go() -> None:
+        try:
+            await adapter.stream(request, recorder)
+        finally:
+            await adapter.aclose()
+
+    asyncio.run(go())
+    return recorder
+
+
+def deltas(recorder: StreamRecorder) -> list[str]:
+    return [c.delta for c in recorder.chunks]
+
+
+def test_events_split_across_reads_are_reassembled() -> None:
+    whole = chunk(role="assistant", content="") + chunk("Hel") + chunk("lo") + USAGE + DONE
+    pieces = [whole[i : i + 7] for i in range(0, len(whole), 7)]
+    recorder = run(pieces)
+    assert deltas(recorder) == ["", "Hel", "lo", ""]
+    assert recorder.chunks[-1].usage == Usage(7, 3)
+    assert recorder.finished_ns is not None
+
+
+def test_comments_keepalives_and_blank_data_are_ignored() -> None:
+    pieces = [b": keep-alive\n\n", chunk("a"), b":ping\n\n", b"event: ping\ndata:\n\n", chunk("b"), DONE]
+    assert deltas(run(pieces)) == ["a", "b"]
+
+
+def test_multi_line_data_is_joined_per_the_sse_spec() -> None:
+    multi = b'data: {"choices":[{"index":0,\ndata: "delta":{"content":"x"}}]}\n\n'
+    assert deltas(run([multi, DONE])) == ["x"]
+
+
+def test_crlf_line_endings() -> None:
+    assert deltas(run([chunk("a").replace(b"\n", b"\r\n"), DONE.replace(b"\n", b"\r\n")])) == ["a"]
+
+
+def test_role_only_and_empty_chunks_are_recorded_but_are_not_content() -> None:
+    recorder = run([chunk(role="assistant"), chunk(""), chunk("tok"), DONE])
+    assert deltas(recorder) == ["", "", "tok"]
+    assert recorder.saw_content
+
+
+def test_invalid_json_chunk_is_invalid_response() -> None:
+    with pytest.raises(ProbeFailure) as info:
+        run([chunk("a"), b"data: {not json\n\n", DONE])
+    assert info.value.kind == "invalid_response"
+
+
+def test_stream_without_done_is_stream_broken() -> None:
+    with pytest.raises(ProbeFailure) as info:
+        run([chunk("a"), chunk("b")])
+    assert info.value.kind == "stream_broken"
+
+
+def test_error_object_mid_stream_is_invalid_response() -> None:
+    with pytest.raises(ProbeFailure) as info:
+        run([chunk("a"), b'data: {"error": {"message": "overloaded"}}\n\n', DONE])
+    assert info.value.kind == "invalid_response"
+    assert "overloaded" in info.value.detail
+
+
+@pytest.mark.parametrize(("status", "kind"), [(429, "http_429"), (400, "http_4xx"), (401, "http_4xx"),
+                                              (500, "http_5xx"), (503, "http_5xx")])  # fmt: skip
+def test_http_errors_are_classified(status: int, kind: str) -> None:
+    with pytest.raises(ProbeFailure) as info:
+        run([b'{"error": "nope"}'], status=status, headers={"content-type": "application/json", "retry-after": "3"})
+    assert info.value.kind == kind
+    assert info.value.http_status == status
+    assert info.value.retry_after_s == 3.0
+
+
+def test_request_asks_for_usage_and_forwards_the_request_id() -> None:
+    seen: list[httpx.Request] = []
+    run([chunk("a"), DONE], seen=seen)
+    import orjson
+
+    body = orjson.loads(seen[0].content)
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert seen[0].headers["X-Tokenpulse-Request-Id"] == "r1"
+    assert seen[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_connect_error_is_classified_and_never_shows_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"refused (header was Bearer {KEY})", request=request)
+
+    caplog.set_level(logging.DEBUG)
+    adapter = OpenAIAdapter("http://sim.test/v1", SecretStr(KEY), transport=httpx.MockTransport(refuse))
+    recorder = StreamRecorder(FakeClock().monotonic_ns)
+    request = ChatRequest(model="m", messages=(), max_tokens=1, request_id="r")
+    with pytest.raises(ProbeFailure) as info:
+        asyncio.run(adapter.stream(request, recorder))
+    assert info.value.kind == "connect"
+    everything = [str(info.value), info.value.detail, repr(info.value), repr(adapter), caplog.text]
+    assert all(KEY not in text for text in everything)
+    assert "***" in info.value.detail
+
+
+def test_error_body_echoing_the_key_is_redacted() -> None:
+    with pytest.raises(ProbeFailure) as info:
+        run([f'{{"error": "bad key {KEY}"}}'.encode()], status=401, headers={"content-type": "application/json"})
+    assert KEY not in str(info.value) and "***" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ('{"choices":[{"delta":{"content":"x"}}]}', ("x", None)),
+        ('{"choices":[{"delta":{"role":"assistant"}}]}', ("", None)),
+        ('{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}', ("", Usage(1, 2))),
+        ('{"choices":[{"delta":{"content":null}}]}', ("", None)),
+    ],
+)
+def test_parse_chunk_payload(payload: str, expected: tuple[str, Usage | None]) -> None:
+    assert parse_chunk_payload(payload) == expected
+
+
+def test_parse_rejects_non_objects() -> None:
+    for bad in ("[1,2]", "42", "{"):
+        with pytest.raises(ProbeFailure):
+            parse_chunk_payload(bad)
