@@ -203,7 +203,7 @@ class EndpointProbe:
         loop = asyncio.get_running_loop()
         total_deadline = loop.time() + timeouts.total_s
         try:
-            async with asyncio.timeout(min(loop.time() + timeouts.first_token_s, total_deadline)) as deadline:
+            async with asyncio.timeout_at(min(loop.time() + timeouts.first_token_s, total_deadline)) as deadline:
                 recorder.on_first_content = lambda: deadline.reschedule(total_deadline)
                 await self.adapter.stream(request, recorder)
         except ProbeFailure as exc:

@@ -210,7 +210,10 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
         await _stream_tokens(state, request, response, truth, profile, frame, total_tokens, int(max_tokens),
                              cut_at, bad_at, include_usage, chunk_id, created, model)  # fmt: skip
     except ConnectionError:
-        truth.outcome, truth.end_ns = "client_gone", state.clock()  # the client hung up; nothing to send to
+        # The client hung up (after an injected fault, usually); keep the fault as the outcome.
+        truth.end_ns = state.clock()
+        if truth.outcome == "ok":
+            truth.outcome = "client_gone"
     return response
 
 
@@ -239,7 +242,9 @@ async def _stream_tokens(
         if sent_tokens > 0:
             await asyncio.sleep(profile.sample_gap_s(rng))
         if cut_at is not None and sent_tokens >= cut_at:
-            truth.outcome, truth.end_ns = "cut", state.clock()
+            truth.end_ns = state.clock()
+            if truth.outcome == "ok":  # the first injected fault is what the client saw
+                truth.outcome = "cut"
             if request.transport is not None:
                 request.transport.close()
             return

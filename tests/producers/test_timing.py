@@ -36,7 +36,8 @@ def test_ttft_ignores_role_only_and_empty_chunks() -> None:
 
 def test_itl_tpot_and_decode_rate_from_usage() -> None:
     gaps = [10, 20, 30, 40]
-    steps: list[tuple[float, str, Usage | None]] = [(100, "a", None)] + [(g, "b", None) for g in gaps]
+    steps: list[tuple[float, str, Usage | None]] = [(100, "a", None)]
+    steps += [(g, "b", None) for g in gaps]
     steps.append((0, "", Usage(prompt_tokens=12, completion_tokens=5)))
     sent, end, chunks = recorded(steps)
     m = compute_metrics(sent, end, chunks, prompt_text="x", prices=Prices(1.0, 2.0))
