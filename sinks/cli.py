@@ -1,9 +1,143 @@
-"""Commands of the sinks package, registered on the main `tokenpulse` app."""
+"""Commands of the sinks package: ``sink``, ``trends`` and ``influx init``."""
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from sinks.notifiers import AlertmanagerNotifier, Notifier, SlackNotifier, WebhookNotifier
+from tokenpulse.config import load_settings
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="tokenpulse YAML config file")]
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to ``app``."""
+    influx_app = typer.Typer(help="InfluxDB housekeeping.", no_args_is_help=True)
+    app.add_typer(influx_app, name="influx")
+
+    @app.command("sink")
+    def sink(
+        config: ConfigOpt = None,
+        rules: Annotated[Path | None, typer.Option(help="rules YAML (enables alerting)")] = None,
+        webhook: Annotated[list[str] | None, typer.Option(help="generic JSON webhook URL (repeatable)")] = None,
+        slack_webhook: Annotated[
+            str | None, typer.Option(envvar="TOKENPULSE_SLACK_WEBHOOK_URL", help="Slack incoming-webhook URL")
+        ] = None,
+        alertmanager: Annotated[str | None, typer.Option(help="Alertmanager base URL, e.g. http://am:9093")] = None,
+    ) -> None:
+        """Run the InfluxDB sinks (llm_request, llm_window, llm_alert) and alerting until Ctrl-C."""
+        from sinks.runner import run_sinks
+        from streams.rules import load_rules
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        settings = load_settings(config)
+        rule_set = load_rules(rules) if rules else None
+        notifiers: list[Notifier] = [WebhookNotifier(url, name=f"webhook-{i}") for i, url in enumerate(webhook or [])]
+        if slack_webhook:
+            notifiers.append(SlackNotifier(slack_webhook))
+        if alertmanager:
+            notifiers.append(AlertmanagerNotifier(alertmanager))
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            run_sinks(settings, rule_set, stop, notifiers)
+        except KeyboardInterrupt:
+            stop.set()
+
+    @app.command("trends")
+    def trends(
+        since: Annotated[str, typer.Option(help="period, e.g. 7d, 30d")] = "30d",
+        provider: Annotated[str | None, typer.Option(help="only this provider")] = None,
+        model: Annotated[str | None, typer.Option(help="only this model")] = None,
+        workload: Annotated[str | None, typer.Option(help="only this workload (and compare providers on it)")] = None,
+        output: Annotated[OutputFormat, typer.Option("--format", help="table, csv or json")] = OutputFormat.table,
+        plot: Annotated[Path | None, typer.Option(help="also write a PNG chart here")] = None,
+        config: ConfigOpt = None,
+    ) -> None:
+        """p50/p95 TTFT, e2e and TPOT per provider/model per day, error rate, tokens/s and cost."""
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+
+        from sinks.trends import plot_report, query_trends, report_csv, report_json
+
+        settings = load_settings(config)
+        token = settings.influx_token.get_secret_value()
+        with InfluxDBClient(url=settings.influx_url, token=token, org=settings.influx_org) as client:
+            report = query_trends(
+                client, settings.influx_bucket, since=since, provider=provider, model=model, workload=workload
+            )
+        out = Console()
+        if output is OutputFormat.csv:
+            print(report_csv(report), end="")
+        elif output is OutputFormat.json:
+            print(report_json(report))
+        else:
+            daily = Table(title=f"daily trends, last {since}")
+            for col in ("day", "provider/model", "requests", "err %", "TTFT p50", "TTFT p95", "e2e p50", "e2e p95",
+                        "TPOT p95", "tok/s", "$/1k tok"):  # fmt: skip
+                daily.add_column(col, justify="right" if col not in ("day", "provider/model") else "left")
+            for r in report.rows:
+                daily.add_row(
+                    str(r.day), f"{r.provider}/{r.model}", str(r.requests), _fmt(r.error_rate * 100),
+                    _fmt(r.ttft_p50_ms), _fmt(r.ttft_p95_ms), _fmt(r.e2e_p50_ms), _fmt(r.e2e_p95_ms),
+                    _fmt(r.tpot_p95_ms, 2), _fmt(r.tokens_per_s), _fmt(r.cost_per_1k_tokens, 5),
+                )  # fmt: skip
+            out.print(daily)
+            scope = f"workload {workload}" if workload else "all workloads"
+            compare = Table(title=f"provider comparison ({scope}, last {since})")
+            for col in ("provider/model", "requests", "err %", "TTFT p50", "TTFT p95", "e2e p95", "TPOT p95",
+                        "tok/s", "$/1k tok", "cost", "30-day projection"):  # fmt: skip
+                compare.add_column(col, justify="left" if col == "provider/model" else "right")
+            for c in report.comparison:
+                compare.add_row(
+                    f"{c.provider}/{c.model}", str(c.requests), _fmt(c.error_rate * 100), _fmt(c.ttft_p50_ms),
+                    _fmt(c.ttft_p95_ms), _fmt(c.e2e_p95_ms), _fmt(c.tpot_p95_ms, 2), _fmt(c.tokens_per_s),
+                    _fmt(c.cost_per_1k_tokens, 5), f"${c.cost_usd:.2f}", f"${c.projected_30d_cost_usd:.2f}",
+                )  # fmt: skip
+            out.print(compare)
+        if plot is not None:
+            plot_report(report, plot)
+            Console(stderr=True).print(f"chart written to {plot}")
+
+    @influx_app.command("init")
+    def influx_init(
+        config: ConfigOpt = None,
+        retention: Annotated[str, typer.Option(help="retention of the raw bucket ('inf' = keep)")] = "35d",
+        rollup_bucket: Annotated[str | None, typer.Option(help="rollup bucket [default: <bucket>_rollup]")] = None,
+        rollup_retention: Annotated[str, typer.Option(help="retention of the hourly rollups")] = "400d",
+    ) -> None:
+        """Create the long-retention rollup bucket and the hourly llm_window downsampling task."""
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+
+        from sinks.influx_admin import init_influx
+
+        settings = load_settings(config)
+        token = settings.influx_token.get_secret_value()
+        with InfluxDBClient(url=settings.influx_url, token=token, org=settings.influx_org) as client:
+            result = init_influx(
+                client, settings.influx_org, settings.influx_bucket, rollup_bucket=rollup_bucket,
+                retention=retention, rollup_retention=rollup_retention,
+            )  # fmt: skip
+        Console().print(
+            f"bucket {result.bucket}: retention {result.bucket_retention_s or 'infinite'}s; "
+            f"rollup bucket {result.rollup_bucket}: retention {result.rollup_retention_s or 'infinite'}s; "
+            f"task {result.task_id} {'created' if result.task_created else 'updated'}"
+        )

@@ -29,11 +29,12 @@ def test_trends_daily_p95_matches_numpy(influx, tmp_path) -> None:
         for provider, scale in (("fast-cloud", 200.0), ("slow-cloud", 600.0)):
             for i in range(25):
                 error = rng.random() < 0.1
+                started_at = midnight_ns - day * DAY_NS + 3600 * 10**9 + i * 60 * 10**9 + int(rng.integers(0, 10**9))
                 ttft = float(round(rng.gamma(4.0, scale / 4.0), 3))
                 events.append(
                     make_timing(
                         provider=provider, model="m1", workload="chat" if i % 5 else "batch",
-                        started_at=midnight_ns - day * DAY_NS + 3600 * 10**9 + i * 60 * 10**9 + int(rng.integers(0, 10**9)),
+                        started_at=started_at,
                         status="error" if error else "ok", error_kind="http_5xx" if error else None,
                         ttft_ms=None if error else ttft, e2e_ms=ttft + 1000.0, tpot_ms=None if error else 10.0,
                         cost_usd=0.001, prompt_tokens=100, completion_tokens=100,
