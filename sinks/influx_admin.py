@@ -12,11 +12,16 @@ from typing import Any
 from influxdb_client.domain.bucket_retention_rules import BucketRetentionRules
 from influxdb_client.domain.task_create_request import TaskCreateRequest
 
-from sinks.flux import render
+from sinks.flux import flux_literal, render
 from streams.rules import parse_duration_ns
 from tokenpulse.errors import TokenpulseError
 
-TASK_NAME = "tokenpulse-downsample-llm-window"
+TASK_PREFIX = "tokenpulse-downsample-llm-window"
+
+
+def task_name(bucket: str) -> str:
+    """One downsampling task per raw bucket, so deployments sharing an org do not collide."""
+    return f"{TASK_PREFIX}-{bucket}"
 
 
 class InfluxInitError(TokenpulseError):
@@ -36,7 +41,7 @@ class InitResult:
 def downsample_flux(bucket: str, rollup_bucket: str, org: str, every: str = "1h") -> str:
     """The task's Flux: ``option task`` plus ``sinks/queries/downsample_llm_window.flux``."""
     parse_duration_ns(every)
-    header = f'option task = {{name: "{TASK_NAME}", every: {every}}}\n\n'
+    header = f"option task = {{name: {flux_literal(task_name(bucket))}, every: {every}}}\n\n"
     return render("downsample_llm_window", {"bucket": bucket, "rollup_bucket": rollup_bucket, "org": org}, header)
 
 
@@ -75,7 +80,8 @@ def init_influx(
             buckets_api.update_bucket(found)
     flux = downsample_flux(bucket, rollup, org)
     tasks_api = client.tasks_api()
-    existing = [t for t in tasks_api.find_tasks(name=TASK_NAME, org_id=org_id) if t.name == TASK_NAME]
+    name = task_name(bucket)
+    existing = [t for t in tasks_api.find_tasks(name=name, org_id=org_id) if t.name == name]
     if existing:
         task = existing[0]
         task.flux = flux
@@ -85,7 +91,7 @@ def init_influx(
     else:
         task = tasks_api.create_task(
             task_create_request=TaskCreateRequest(  # type: ignore[no-untyped-call]
-                flux=flux, org_id=org_id, status="active", description=TASK_NAME
+                flux=flux, org_id=org_id, status="active", description=name
             )
         )
         created = True

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from sinks.influx_admin import TASK_NAME, downsample_flux, init_influx
+from sinks.influx_admin import downsample_flux, init_influx, task_name
 from sinks.lineprotocol import window_line
 from sinks.testing import make_window
 
@@ -25,7 +25,7 @@ def test_init_is_idempotent_and_task_rolls_up(influx) -> None:
         raw = client.buckets_api().find_bucket_by_name(influx.bucket)
         assert raw.retention_rules[0].every_seconds == 35 * 86_400
         task = client.tasks_api().find_task_by_id(first.task_id)
-        assert task.name == TASK_NAME and task.every == "1h" and task.status == "active"
+        assert task.name == task_name(influx.bucket) and task.every == "1h" and task.status == "active"
 
         # Run the task's Flux as a query over windows of the last hour: the rollup holds their mean/sum.
         import time
