@@ -17,6 +17,7 @@ from producers.errors import ProbeFailure, failure_for_exception, failure_for_st
 from producers.stream import ChatRequest, StreamRecorder, Usage
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
+_SENT_EVENTS = frozenset({"http11.send_request_body.complete", "http2.send_request_body.complete"})
 
 
 def parse_chunk_payload(data: str) -> tuple[str, Usage | None]:
@@ -91,9 +92,18 @@ class OpenAIAdapter:
         )
         headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: request.request_id}
         streaming = False
+
+        async def trace(event_name: str, info: dict[str, Any]) -> None:
+            # "Request sent" is the moment the body has been written to the socket: pool waits and TCP/TLS
+            # connects before it are not the server's latency.
+            if event_name in _SENT_EVENTS:
+                recorder.mark_sent()
+
         try:
-            recorder.mark_sent()
-            async with self._client.stream("POST", self._url, content=body, headers=headers) as response:
+            recorder.mark_sent()  # fallback if the transport emits no trace events (e.g. a mock transport)
+            async with self._client.stream(
+                "POST", self._url, content=body, headers=headers, extensions={"trace": trace}
+            ) as response:
                 recorder.http_status = response.status_code
                 if response.status_code >= 300:
                     text = (await response.aread()).decode(errors="replace")
