@@ -6,13 +6,15 @@ yields the same events (ids included), so exact expected aggregates can be compu
 
 from __future__ import annotations
 
+import contextlib
 import random
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import RequestTiming
+from schemas import RequestTiming, encode
 
 NANOS_PER_SECOND = 1_000_000_000
 DEFAULT_START_NS = 1_780_000_020 * NANOS_PER_SECOND  # a whole minute, in 2026
@@ -131,3 +133,82 @@ def exact_windows(
             window.prompt_tokens += event.prompt_tokens
             window.completion_tokens += event.completion_tokens
     return windows
+
+
+def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
+    """Create topics (``partitions`` each) unless they exist."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        for name in names:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """Produce ``(key, value)`` records with the default partitioner (key hash); returns how many."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all")
+    sent = 0
+    try:
+        for key, value in records:
+            producer.send(topic, key=key, value=value)
+            sent += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
+
+
+def timing_records(events: Iterable[RequestTiming]) -> Iterator[tuple[bytes, bytes]]:
+    """``(key, value)`` as the probes publish them: key ``provider/model``, value the event JSON."""
+    for event in events:
+        yield event.kafka_key(), encode(event)
+
+
+@dataclass
+class ConsumedRecord:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+
+
+def consume_all(
+    bootstrap: str, topic: str, *, until: Callable[[list[ConsumedRecord]], bool], timeout_s: float = 60.0
+) -> list[ConsumedRecord]:
+    """Read ``topic`` from the beginning until ``until(records)`` holds or ``timeout_s`` passes."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    records: list[ConsumedRecord] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                for r in batch:
+                    records.append(ConsumedRecord(r.key, r.value, dict(r.headers or []), r.partition, r.offset))
+            if until(records):
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+def latest_window_stats(records: Iterable[ConsumedRecord]) -> dict[tuple[str, str, str, str | None, str, int], Any]:
+    """The last ``WindowStats`` per window (what a compacting or overwriting consumer keeps)."""
+    from schemas import WindowStats, decode
+
+    latest: dict[tuple[str, str, str, str | None, str, int], Any] = {}
+    for record in records:
+        if record.value is None:
+            continue
+        stats = decode(WindowStats, record.value)
+        latest[(stats.provider, stats.model, stats.workload, stats.region, stats.window, stats.window_end)] = stats
+    return latest
