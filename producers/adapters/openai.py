@@ -17,7 +17,7 @@ from producers.errors import ProbeFailure, failure_for_exception, failure_for_st
 from producers.stream import ChatRequest, StreamRecorder, Usage
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
-_SENT_EVENTS = frozenset({"http11.send_request_body.complete", "http2.send_request_body.complete"})
+_SENT_EVENTS = frozenset({"http11.send_request_headers.started", "http2.send_request_headers.started"})
 
 
 def parse_chunk_payload(data: str) -> tuple[str, Usage | None]:
@@ -94,8 +94,9 @@ class OpenAIAdapter:
         streaming = False
 
         async def trace(event_name: str, info: dict[str, Any]) -> None:
-            # "Request sent" is the moment the body has been written to the socket: pool waits and TCP/TLS
-            # connects before it are not the server's latency.
+            # "Request sent" is when the request starts going onto an open connection: pool waits and
+            # TCP/TLS connects before it are not the server's latency. Stamping before the write (not
+            # after it) keeps the error one-sided: the probe can never report a TTFT shorter than the truth.
             if event_name in _SENT_EVENTS:
                 recorder.mark_sent()
 
