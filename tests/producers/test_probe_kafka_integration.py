@@ -54,7 +54,9 @@ def test_200_requests_make_exactly_200_valid_events_matching_ground_truth(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
     config = SimulatorConfig(endpoints={"fast": LatencyProfile(ttft_ms=20, ttft_p95_ms=40, tokens_per_s=1000)})
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, data_dir=tmp_path)
+    settings = Settings.model_validate(
+        {"kafka_bootstrap": kafka_bootstrap, "topic_prefix": topic_prefix, "data_dir": tmp_path}
+    )
     with SimulatorProcess(config) as sim:
         workload = sim_workload(sim.endpoint_url("fast"), 200, {"kind": "closed", "concurrency": 8})
         summary = run_workload(workload, settings, environ={})
