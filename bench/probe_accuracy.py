@@ -30,10 +30,11 @@ async def bare_loop(url: str, n: int) -> dict[str, float]:
             async with client.stream("POST", url + "/chat/completions", json=body,
                                      headers={"X-Tokenpulse-Request-Id": request_id}) as response:  # fmt: skip
                 async for line in response.aiter_lines():
-                    if line.startswith("data: {") and b'"content":"' in line.encode():
-                        if orjson.loads(line[6:])["choices"][0]["delta"].get("content"):
-                            measured[request_id] = (time.monotonic_ns() - sent) / 1e6
-                            break
+                    if line.startswith("data: {") and orjson.loads(line[6:]).get("choices", [{}])[0].get(
+                        "delta", {}
+                    ).get("content"):
+                        measured[request_id] = (time.monotonic_ns() - sent) / 1e6
+                        break
     return measured
 
 
