@@ -82,6 +82,7 @@ def test_stale_pid_file_is_ignored(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr
         assert "ready on" in up.stderr
         code, status = status_json(home)
+        assert code == 0
         assert status["kafka"]["healthy"] and status["kafka"]["pid"] != dead.pid
     finally:
         tokenpulse(home, "down")
