@@ -121,17 +121,21 @@ class OpenAIAdapter:
             raise failure_for_exception(exc, streaming=streaming).redacted(self._secrets()) from None
 
     async def _read_events(self, source: EventSource, recorder: StreamRecorder) -> bool:
+        done = False
         async for event in source.aiter_sse():
+            if done:
+                continue  # read the body to its end so the connection goes back to the pool
             data = event.data
             if data == "[DONE]":
                 recorder.finish()
-                return True
+                done = True
+                continue
             if not data:
                 continue  # keep-alive or an event without data
             arrived_ns = recorder.clock()
             delta, usage = parse_chunk_payload(data)
             recorder.add(delta, usage, arrived_ns)
-        return False
+        return done
 
     def _secrets(self) -> list[str]:
         return [self._api_key.get_secret_value()] if self._api_key is not None else []
