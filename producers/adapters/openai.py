@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import orjson
 from httpx_sse import SSEError
-# The decoders behind EventSource.aiter_sse (httpx-sse is pinned <0.5 in pyproject.toml).
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # behind EventSource.aiter_sse; pinned <0.5
 from pydantic import SecretStr
 
 from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
