@@ -251,7 +251,8 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
         "window-panes",
         default=None,
         partitions=config.partitions,
-        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        key_type=bytes,  # bytes -> the "raw" serializer for the changelog, both ways
+        value_type=bytes,
     )  # fmt: skip
     processor = WindowProcessor(
         config, table=table, stats_topic=stats_topic, dlq_topic=dlq_topic, source_topic=topics.request_timings

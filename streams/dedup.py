@@ -39,6 +39,11 @@ class DedupHorizon:
             self._evict_oldest(keep=scope)
         return True
 
+    def seen(self, scope: Hashable, event_id: bytes) -> bool:
+        """Whether ``event_id`` is already remembered in ``scope`` (without recording it)."""
+        ids = self._scopes.get(scope)
+        return ids is not None and event_id in ids
+
     def forget(self, scope: Hashable) -> None:
         ids = self._scopes.pop(scope, None)
         if ids:

@@ -109,6 +109,11 @@ class PartitionWindows:
             self._advance(*advance)
 
     def _apply(self, offset: int, event: RequestTiming, key: StatsKey, pane_start: int, pane: _Pane | None) -> Outcome:
+        scope = (key, pane_start)
+        event_id = event.event_id.bytes
+        if self.dedup.seen(scope, event_id):
+            self.counters.duplicates += 1
+            return Outcome.DUPLICATE
         late_specs: list[WindowSpec] = []
         if self.watermark.started:
             wm = self.watermark.watermark_ns
@@ -118,9 +123,7 @@ class PartitionWindows:
             if len(late_specs) == len(self.config.specs):
                 self.counters.late += 1
                 return Outcome.LATE
-        if not self.dedup.first_seen((key, pane_start), event.event_id.bytes):
-            self.counters.duplicates += 1
-            return Outcome.DUPLICATE
+        self.dedup.first_seen(scope, event_id)
         if pane is None:
             pane = self._pane(key, pane_start)
         pane.acc.add(event)
@@ -139,14 +142,16 @@ class PartitionWindows:
     def _count_late(self, key: StatsKey, specs: Iterable[WindowSpec], offset: int) -> None:
         # Counted in the oldest window of the spec that is still open, so it is emitted exactly once.
         wm = self.watermark.watermark_ns
-        for spec in specs:
-            last_pane_start = spec.first_end_after(wm) - self.pane_ns
-            pane = self._pane(key, last_pane_start)
-            if offset <= pane.offset:
-                continue  # replayed: already counted before the crash
-            pane.acc.add_late(spec.label)
+        targets = [(spec.first_end_after(wm) - self.pane_ns, spec.label) for spec in specs]
+        panes = {pane_start: self._pane(key, pane_start) for pane_start, _ in targets}
+        replayed = {pane_start for pane_start, pane in panes.items() if offset <= pane.offset}
+        for pane_start, label in targets:
+            if pane_start in replayed:
+                continue  # replayed after a crash: counted before it
+            pane = panes[pane_start]
+            pane.acc.add_late(label)
             pane.offset = offset
-            self._dirty.add((key, last_pane_start))
+            self._dirty.add((key, pane_start))
 
     # ---- event-time progress ---------------------------------------------------------------------
     def _advance(self, old_ns: int, new_ns: int) -> None:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from schemas import RequestTiming, encode
@@ -212,3 +215,50 @@ def latest_window_stats(records: Iterable[ConsumedRecord]) -> dict[tuple[str, st
         stats = decode(WindowStats, record.value)
         latest[(stats.provider, stats.model, stats.workload, stats.region, stats.window, stats.window_end)] = stats
     return latest
+
+
+class WorkerProcess:
+    """A ``python -m streams`` worker subprocess for tests, benchmarks and the demo.
+
+    ``env`` must carry ``TOKENPULSE_KAFKA_BOOTSTRAP`` and ``TOKENPULSE_TOPIC_PREFIX``; output goes to
+    ``log_path`` so a failing test can show it.
+    """
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv = list(argv)
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no leaving the group."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
