@@ -16,10 +16,10 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,12 +32,28 @@ from producers.errors import ProbeFailure, WorkloadError
 from producers.publisher import KafkaPublisher, PublisherConfig, PublishStats
 from producers.scheduler import RetryAfterGate, Slot, StopCondition, run_closed_loop, run_open_loop
 from producers.stream import ChatRequest, StreamRecorder
-from producers.timing import Prices, compute_metrics, percentile
+from producers.timing import Prices, compute_metrics_columns, percentile
 from producers.workload import ClosedSchedule, Endpoint, Prompt, Workload, load_prompts
 from schemas import RequestTiming
 from tokenpulse.config import Settings
 
 log = logging.getLogger(__name__)
+
+
+EventLoop = Literal["uvloop", "asyncio"]
+T = TypeVar("T")
+
+
+def run_async(main: Coroutine[Any, Any, T], loop: EventLoop = "uvloop") -> T:
+    """Run ``main`` to completion on a new event loop: uvloop (when installed) or asyncio's default loop."""
+    if loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+            log.info("uvloop is not installed; using asyncio's default event loop")
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 class EventSink(Protocol):
@@ -197,14 +213,18 @@ class EndpointProbe:
             max_tokens=prompt.max_tokens or self.workload.max_tokens,
             request_id=str(event_id),
             prompt_id=prompt.id,
+            send_at_ns=planned_ns,
         )
         recorder = StreamRecorder(self.clocks.monotonic_ns)
         failure: ProbeFailure | None = None
         timeouts = self.workload.timeouts
         loop = asyncio.get_running_loop()
-        total_deadline = loop.time() + timeouts.total_s
+        # An open-loop request starts a little before its planned send time; its timeouts count from then.
+        held_s = max(0, planned_ns - self.clocks.monotonic_ns()) / 1e9 if planned_ns is not None else 0.0
+        start = loop.time() + held_s
+        total_deadline = start + timeouts.total_s
         try:
-            async with asyncio.timeout_at(min(loop.time() + timeouts.first_token_s, total_deadline)) as deadline:
+            async with asyncio.timeout_at(min(start + timeouts.first_token_s, total_deadline)) as deadline:
                 recorder.on_first_content = lambda: deadline.reschedule(total_deadline)
                 await self.adapter.stream(request, recorder)
         except ProbeFailure as exc:
@@ -229,7 +249,8 @@ class EndpointProbe:
         now = self.clocks.monotonic_ns()
         sent_ns = recorder.sent_ns if recorder.sent_ns is not None else now
         end_ns = recorder.finished_ns if recorder.finished_ns is not None and failure is None else now
-        metrics = compute_metrics(sent_ns, end_ns, recorder.chunks, prompt_text=prompt.text, prices=self.prices)
+        metrics = compute_metrics_columns(sent_ns, end_ns, recorder.times_ns, recorder.deltas, recorder.usage,
+                                          prompt_text=prompt.text, prices=self.prices)  # fmt: skip
         return RequestTiming(
             event_id=event_id,
             probe_id=self.probe_id,

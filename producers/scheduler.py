@@ -15,6 +15,28 @@ from dataclasses import dataclass
 from typing import Any
 
 NS_PER_S = 1_000_000_000
+# asyncio (and uvloop) timers fire up to ~1 ms late: selectors wait in whole milliseconds. ``sleep_until``
+# sleeps to SPIN_NS before its deadline and covers the rest by yielding to the loop until the clock says so.
+SPIN_NS = 1_500_000
+# Open-loop requests are started this long before their planned time, so building the request and getting a
+# connection from the pool happen before it; the adapter then holds the request until the planned time.
+SEND_LEAD_NS = 5_000_000
+
+
+async def sleep_until(deadline_ns: int, clock: Callable[[], int] = time.monotonic_ns, spin_ns: int = SPIN_NS) -> None:
+    """Return as soon as possible once ``clock() >= deadline_ns``, without blocking the event loop.
+
+    A plain ``asyncio.sleep`` wakes up to a millisecond late; the last ``spin_ns`` are spent yielding to the
+    loop (``sleep(0)``), so other tasks still run while this one waits precisely. ``spin_ns=0`` is a plain sleep.
+    """
+    remaining = deadline_ns - clock()
+    if remaining > spin_ns:
+        await asyncio.sleep((remaining - spin_ns) / NS_PER_S)
+    while clock() < deadline_ns:
+        if spin_ns:
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep((deadline_ns - clock()) / NS_PER_S)
 
 
 class RetryAfterGate:
@@ -106,18 +128,21 @@ async def run_open_loop(
     *,
     rng: random.Random | None = None,
     clock: Callable[[], int] = time.monotonic_ns,
+    lead_ns: int = SEND_LEAD_NS,
 ) -> None:
-    """Launch requests at Poisson arrival times, without waiting for earlier ones to finish."""
+    """Launch requests at Poisson arrival times, without waiting for earlier ones to finish.
+
+    Each ``execute(slot)`` starts ``lead_ns`` before ``slot.planned_ns`` and is expected to hold its request
+    until then (``sleep_until``), so the preparation of a request is not part of its schedule lag.
+    """
     next_gap = poisson_offsets_ns(rate_per_s, rng or random.Random())
     stop.start()
-    planned_ns = clock()
+    planned_ns = clock() + lead_ns
     tasks: set[asyncio.Task[None]] = set()
     try:
         while True:
             planned_ns += next_gap()
-            delay_ns = planned_ns - clock()
-            if delay_ns > 0:
-                await asyncio.sleep(delay_ns / NS_PER_S)
+            await sleep_until(planned_ns - lead_ns, clock, spin_ns=0)
             await gate.wait()
             index = stop.take()
             if index is None:

@@ -36,12 +36,16 @@ class ChatRequest:
     max_tokens: int
     request_id: str
     prompt_id: str = "prompt"
+    send_at_ns: int | None = None
+    """Planned send time (monotonic ns) of an open-loop request: the adapter holds the request until then."""
 
 
 @dataclass(slots=True)
 class StreamRecorder:
     """Collects what an adapter observed, stamped with ``clock`` (monotonic nanoseconds).
 
+    Chunks are kept column-wise (``times_ns``, ``deltas`` and the rare ``usages`` by chunk index) so that
+    recording one costs two list appends; ``chunks`` gives them as ``StreamChunk`` objects.
     ``on_first_content`` runs once, when the first chunk with non-empty text arrives (the probe uses it
     to switch from the first-token timeout to the total timeout).
     """
@@ -50,7 +54,9 @@ class StreamRecorder:
     on_first_content: Callable[[], None] | None = None
     sent_ns: int | None = None
     http_status: int | None = None
-    chunks: list[StreamChunk] = field(default_factory=list)
+    times_ns: list[int] = field(default_factory=list)
+    deltas: list[str] = field(default_factory=list)
+    usages: dict[int, Usage] = field(default_factory=dict)
     finished_ns: int | None = None
     _seen_content: bool = False
 
@@ -61,7 +67,10 @@ class StreamRecorder:
 
     def add(self, delta: str, usage: Usage | None = None, t_ns: int | None = None) -> None:
         """Record one received chunk, stamped ``t_ns`` (taken on arrival, before parsing) or now."""
-        self.chunks.append(StreamChunk(self.clock() if t_ns is None else t_ns, delta, usage))
+        if usage is not None:
+            self.usages[len(self.times_ns)] = usage
+        self.times_ns.append(self.clock() if t_ns is None else t_ns)
+        self.deltas.append(delta)
         if delta and not self._seen_content:
             self._seen_content = True
             if self.on_first_content is not None:
@@ -70,6 +79,17 @@ class StreamRecorder:
     def finish(self) -> None:
         """Record the end of the stream (``[DONE]`` or the connection closing cleanly)."""
         self.finished_ns = self.clock()
+
+    @property
+    def usage(self) -> Usage | None:
+        """The usage of the last chunk that carried one (servers send it with or after the final delta)."""
+        return self.usages[max(self.usages)] if self.usages else None
+
+    @property
+    def chunks(self) -> list[StreamChunk]:
+        """Every recorded chunk in arrival order."""
+        pairs = enumerate(zip(self.times_ns, self.deltas, strict=True))
+        return [StreamChunk(t, delta, self.usages.get(i)) for i, (t, delta) in pairs]
 
     @property
     def saw_content(self) -> bool:

@@ -85,21 +85,37 @@ def compute_metrics(
     prices: Prices,
 ) -> RequestMetrics:
     """Metrics of one request from its send time, end time and received chunks (in arrival order)."""
+    return compute_metrics_columns(sent_ns, end_ns, [c.t_ns for c in chunks], [c.delta for c in chunks],
+                                   last_usage(chunks), prompt_text=prompt_text, prices=prices)  # fmt: skip
+
+
+def compute_metrics_columns(
+    sent_ns: int,
+    end_ns: int,
+    times_ns: Sequence[int],
+    deltas: Sequence[str],
+    usage: Usage | None,
+    *,
+    prompt_text: str,
+    prices: Prices,
+) -> RequestMetrics:
+    """``compute_metrics`` over chunks given column-wise (arrival times, text deltas) and the last usage."""
     if end_ns < sent_ns:
         raise ValueError(f"end_ns ({end_ns}) is before sent_ns ({sent_ns}): use one monotonic clock for both")
-    content_times = [chunk.t_ns for chunk in chunks if chunk.delta]
+    if len(times_ns) != len(deltas):
+        raise ValueError(f"{len(times_ns)} chunk times but {len(deltas)} deltas: one of each per chunk")
+    content_times = [t for t, delta in zip(times_ns, deltas, strict=True) if delta]
     e2e_ns = end_ns - sent_ns
     ttft_ns = content_times[0] - sent_ns if content_times else None
     if ttft_ns is not None and ttft_ns > e2e_ns:
         e2e_ns = ttft_ns  # the stream ended at the first token; keep ttft <= e2e exact
     gaps_ms = sorted((b - a) / NS_PER_MS for a, b in itertools.pairwise(content_times))
 
-    usage = last_usage(chunks)
     if usage is not None:
         prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
         source: Literal["usage", "estimated"] = "usage"
     else:
-        text = "".join(chunk.delta for chunk in chunks)
+        text = "".join(deltas)
         prompt_tokens = estimate_tokens(prompt_text)
         completion_tokens = max(estimate_tokens(text), len(content_times))
         source = "estimated"

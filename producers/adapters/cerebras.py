@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from producers.adapters.openai import REQUEST_ID_HEADER
 from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
+from producers.scheduler import sleep_until
 from producers.stream import ChatRequest, StreamRecorder, Usage
 
 
@@ -37,6 +38,8 @@ class CerebrasAdapter:
     async def stream(self, request: ChatRequest, recorder: StreamRecorder) -> None:
         streaming = False
         try:
+            if request.send_at_ns is not None:
+                await sleep_until(request.send_at_ns, recorder.clock)
             recorder.mark_sent()
             response: Any = await self._client.chat.completions.create(
                 model=request.model,

@@ -15,6 +15,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # behind EventSource
 from pydantic import SecretStr
 
 from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
+from producers.scheduler import sleep_until
 from producers.stream import ChatRequest, StreamRecorder, Usage
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
@@ -24,25 +25,30 @@ _SENT_EVENTS = frozenset({"http11.send_request_headers.started", "http2.send_req
 def parse_chunk_payload(data: str) -> tuple[str, Usage | None]:
     """Text delta and usage of one ``data:`` payload of a chat completion chunk.
 
-    Raises ``ProbeFailure(invalid_response)`` for anything that is not a chunk object, including an
-    ``error`` object that some servers send mid-stream.
+    One ``orjson.loads`` and a few exact-type checks (this runs for every streamed chunk). Raises
+    ``ProbeFailure(invalid_response)`` for anything that is not a chunk object, including an ``error``
+    object that some servers send mid-stream.
     """
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ProbeFailure("invalid_response", f"stream chunk is not JSON: {data[:80]!r}") from None
-    if not isinstance(document, dict):
+    if type(document) is not dict:
         raise ProbeFailure("invalid_response", f"stream chunk is not a JSON object: {data[:80]!r}")
-    if "error" in document and "choices" not in document:
+    choices = document.get("choices")
+    if choices is None and "error" in document:
         raise ProbeFailure("invalid_response", f"error in stream: {str(document['error'])[:200]}")
     delta = ""
-    choices = document.get("choices") or []
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        content = (choices[0].get("delta") or {}).get("content")
-        if isinstance(content, str):
-            delta = content
-    usage = _usage(document.get("usage"))
-    return delta, usage
+    if type(choices) is list and choices and type(choice := choices[0]) is dict:
+        fields = choice.get("delta")
+        if type(fields) is dict:
+            content = fields.get("content")
+            if type(content) is str:
+                delta = content
+        elif fields is not None:
+            raise ProbeFailure("invalid_response", f"stream chunk delta is not an object: {data[:80]!r}")
+    raw_usage = document.get("usage")
+    return delta, (_usage(raw_usage) if raw_usage is not None else None)
 
 
 def _usage(raw: Any) -> Usage | None:
@@ -68,6 +74,7 @@ class OpenAIAdapter:
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
+        self._traced = False  # set once the transport has emitted an httpcore trace event
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
         if api_key is not None and api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
@@ -93,15 +100,22 @@ class OpenAIAdapter:
         )
         headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: request.request_id}
         streaming = False
+        send_at_ns = request.send_at_ns
 
         async def trace(event_name: str, info: dict[str, Any]) -> None:
             # "Request sent" is when the request starts going onto an open connection: pool waits and
             # TCP/TLS connects before it are not the server's latency. Stamping before the write (not
             # after it) keeps the error one-sided: the probe can never report a TTFT shorter than the truth.
+            # A scheduled request is held here, on its connection, until its planned send time.
+            self._traced = True
             if event_name in _SENT_EVENTS:
+                if send_at_ns is not None:
+                    await sleep_until(send_at_ns, recorder.clock)
                 recorder.mark_sent()
 
         try:
+            if send_at_ns is not None and not self._traced:
+                await sleep_until(send_at_ns, recorder.clock)  # a transport that emits no trace events
             recorder.mark_sent()  # fallback if the transport emits no trace events (e.g. a mock transport)
             async with self._client.stream(
                 "POST", self._url, content=body, headers=headers, extensions={"trace": trace}
