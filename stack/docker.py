@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,8 +38,24 @@ class ComposeStack:
         if result.returncode != 0:
             raise StackError(f"`docker compose {' '.join(args)}` failed with exit code {result.returncode}")
 
-    def up(self) -> None:
+    def up(self, home: Path) -> dict[str, dict[str, str]]:
+        """Start Kafka, InfluxDB and Grafana; write their connection settings to ``home/stack.json``."""
+        token = os.environ.get("TOKENPULSE_INFLUX_TOKEN", "")
+        if not token:
+            raise StackError("compose.yaml needs TOKENPULSE_INFLUX_TOKEN: export a long random value first")
         self._compose("up", "-d", "--wait", "kafka", "influxdb", "grafana")
+        connection = {
+            "kafka": {"bootstrap": "127.0.0.1:29092", "version": "4.1.1 (docker)", "data_dir": "volume kafka-data"},
+            "influx": {
+                "url": "http://127.0.0.1:8086", "token": token, "org": "tokenpulse", "bucket": "tokenpulse",
+                "version": "2.7 (docker)", "data_dir": "volume influxdb-data",
+            },
+        }  # fmt: skip
+        home.mkdir(parents=True, exist_ok=True)
+        state = home / "stack.json"
+        state.write_text(json.dumps(connection, indent=2))
+        state.chmod(0o600)
+        return connection
 
     def down(self, purge: bool = False) -> None:
         self._compose("down", *(["-v"] if purge else []))

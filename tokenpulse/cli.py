@@ -53,7 +53,8 @@ def stack_up(
 ) -> None:
     """Start Kafka (KRaft, single node) and influxd; a second call starts nothing new."""
     if docker:
-        ComposeStack(Path.cwd()).up()
+        ComposeStack(Path.cwd()).up(home or default_home())
+        console.print("compose stack up: Kafka 127.0.0.1:29092, InfluxDB http://127.0.0.1:8086, Grafana :3000")
         return
     services = (only,) if only else ("kafka", "influx")
     status = _native(home).up(services, kafka_port=kafka_port, influx_port=influx_port)
