@@ -14,15 +14,17 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from schemas import SchemaError, decode
-from sinks.writer import InfluxWriter, WriteAborted
+from schemas import SchemaError
+from sinks.decoding import FastDecoder
+from sinks.writer import InfluxWriter, WriteAborted, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +72,17 @@ class SinkStats:
     write_retries: int = 0
 
 
-def decode_event(model: type[EventT], raw: bytes | None) -> EventT:
-    """Validate ``raw`` as ``model`` (pydantic's Rust JSON path), raising ``SchemaError`` with a reason."""
-    if raw is None:
-        raise SchemaError("record has no value (tombstone)")
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError:
-        return decode(model, raw)  # raises SchemaError with a one-line reason
-
-
 class EventLineCodec(Generic[EventT]):
-    """Turns a record's bytes into one line of ``measurement`` via a pure line builder."""
+    """Turns a record's bytes into one line of ``measurement``: ``FastDecoder`` (``schemas.decode``'s
+    semantics: an invalid record raises ``SchemaError``) and then a pure line builder."""
 
     def __init__(self, model: type[EventT], to_line: Callable[[EventT], str]) -> None:
         self.model = model
         self.to_line = to_line
+        self.decoder = FastDecoder(model)
 
     def __call__(self, raw: bytes | None) -> str:
-        return self.to_line(decode_event(self.model, raw))
+        return self.to_line(self.decoder.decode(raw))
 
 
 class KafkaInfluxSink:
@@ -107,6 +101,7 @@ class KafkaInfluxSink:
         producer: AIOKafkaProducer,
         max_records: int = 10_000,
         poll_timeout_ms: int = 200,
+        yield_every: int = 1000,
         auto_offset_reset: str = "earliest",
     ) -> None:
         self.name = name
@@ -117,8 +112,10 @@ class KafkaInfluxSink:
         self.producer = producer
         self.max_records = max_records
         self.poll_timeout_ms = poll_timeout_ms
+        self.yield_every = yield_every
         self.stats = SinkStats()
         self._stop_writes = threading.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"influx-writer-{name}")
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
@@ -135,51 +132,87 @@ class KafkaInfluxSink:
         """Decode and build lines (pure CPU work); bad records become dead letters."""
         prepared = PreparedBatch()
         for tp, records in batch.items():
-            for record in records:
-                try:
-                    line = self.codec(record.value)
-                except (SchemaError, ValueError) as exc:
-                    prepared.dead_letters.append(
-                        DeadLetter(record.key, record.value, f"invalid event: {exc}", tp.topic, tp.partition,
-                                   record.offset)
-                    )  # fmt: skip
-                else:
-                    prepared.lines.append(line)
-                    prepared.sources.append(record)
-            if records:
-                prepared.offsets[tp] = records[-1].offset + 1
+            self._prepare_records(prepared, tp, records)
         return prepared
+
+    async def _prepare_yielding(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> PreparedBatch:
+        # Same as ``prepare``, giving the event loop a turn every ``yield_every`` records so that the
+        # consumer's fetches and the previous batch's commit make progress meanwhile.
+        prepared = PreparedBatch()
+        step = self.yield_every
+        for tp, records in batch.items():
+            for start in range(0, len(records), step):
+                self._prepare_records(prepared, tp, records[start : start + step])
+                await asyncio.sleep(0)
+        return prepared
+
+    def _prepare_records(
+        self, prepared: PreparedBatch, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        codec, add_line, add_source = self.codec, prepared.lines.append, prepared.sources.append
+        for record in records:
+            try:
+                line = codec(record.value)
+            except (SchemaError, ValueError) as exc:
+                prepared.dead_letters.append(
+                    DeadLetter(record.key, record.value, f"invalid event: {exc}", tp.topic, tp.partition,
+                               record.offset)
+                )  # fmt: skip
+            else:
+                add_line(line)
+                add_source(record)
+        if records:
+            prepared.offsets[tp] = records[-1].offset + 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; the last acknowledged batch is committed before returning."""
         await self._consumer.start()
+        loop = asyncio.get_running_loop()
         pending: asyncio.Task[None] | None = None
+        fetch = asyncio.create_task(self._fetch())
         try:
             while not stop.is_set():
-                batch = await self._consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+                batch = await fetch
+                # The next batch is fetched while this one is prepared (one batch ahead, so memory stays
+                # bounded during an InfluxDB outage): otherwise each drained fetch buffer costs a round trip.
+                fetch = asyncio.create_task(self._fetch())
                 if not batch:
                     continue
-                prepared = self.prepare(batch)
+                prepared = await self._prepare_yielding(batch)
                 if pending is not None:
                     await pending
-                pending = asyncio.create_task(self._write_and_commit(prepared))
+                # Hand the write to the writer thread right now. A task would start only at the loop's next
+                # yield, and a getmany that finds buffered records does not yield, so preparing the next
+                # batch and writing this one would never overlap.
+                written = loop.run_in_executor(self._executor, self.writer.write, prepared.lines, self._stop_writes)
+                pending = asyncio.create_task(self._commit_when_written(prepared, written))
             if pending is not None:
                 await pending
         except WriteAborted as exc:
             log.warning("sink %s stopped before InfluxDB acknowledged a batch (it will be re-read): %s", self.name, exc)
         finally:
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await fetch
             if pending is not None and not pending.done():
                 self._stop_writes.set()
                 with contextlib.suppress(WriteAborted):
                     await pending
             await self._consumer.stop()
+            self._executor.shutdown(wait=False)
+
+    async def _fetch(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = await self._consumer.getmany(
+            timeout_ms=self.poll_timeout_ms, max_records=self.max_records
+        )
+        return batch
 
     def request_stop(self) -> None:
         """Abandon a write that is waiting out an outage (its batch stays uncommitted)."""
         self._stop_writes.set()
 
-    async def _write_and_commit(self, prepared: PreparedBatch) -> None:
-        result = await asyncio.to_thread(self.writer.write, prepared.lines, self._stop_writes)
+    async def _commit_when_written(self, prepared: PreparedBatch, written: asyncio.Future[WriteResult]) -> None:
+        result = await written
         dead = list(prepared.dead_letters)
         for rejected in result.rejected:
             record = prepared.sources[rejected.index]

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
-from pydantic import ValidationError
 
 from schemas import Alert, SchemaError, WindowStats, decode, encode
 from streams.rules import RuleEngine
@@ -108,7 +107,4 @@ class AlertEngine:
 def _decode_window(raw: bytes | None) -> WindowStats:
     if raw is None:
         raise SchemaError("record has no value (tombstone)")
-    try:
-        return WindowStats.model_validate_json(raw)
-    except ValidationError:
-        return decode(WindowStats, raw)
+    return decode(WindowStats, raw)

@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sinks.lineprotocol import alert_line, build_line, escape_key, request_line, window_line
+from sinks.lineprotocol import (
+    alert_line,
+    build_line,
+    escape_key,
+    request_line,
+    request_line_generic,
+    window_line,
+)
 from sinks.testing import BASE_NS, make_alert, make_timing, make_window
 
 
@@ -104,3 +111,33 @@ def test_any_names_give_three_sections(provider: str, model: str, workload: str)
     sections = _split_unescaped(line, " ")
     assert len(sections) == 3
     assert sections[2] == str(BASE_NS)
+
+
+_maybe_ms = st.one_of(st.none(), st.floats(0, 1e6, allow_nan=False))
+
+
+@given(
+    provider=_name,
+    region=st.one_of(st.none(), st.just(""), _name),
+    error=st.booleans(),
+    ttft=_maybe_ms,
+    tpot=_maybe_ms,
+    itl=_maybe_ms,
+    tps=_maybe_ms,
+    tokens=st.integers(0, 10**9),
+)
+def test_fast_request_line_equals_the_generic_builder(
+    provider: str,
+    region: str | None,
+    error: bool,
+    ttft: float | None,
+    tpot: float | None,
+    itl: float | None,
+    tps: float | None,
+    tokens: int,
+) -> None:
+    event = make_timing(
+        provider=provider, region=region, status="error" if error else "ok", error_kind="timeout" if error else None,
+        ttft_ms=ttft, e2e_ms=2e6, tpot_ms=tpot, itl_p95_ms=itl, decode_tps=tps, completion_tokens=tokens,
+    )  # fmt: skip
+    assert request_line(event) == request_line_generic(event)
