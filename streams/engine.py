@@ -202,6 +202,20 @@ class PartitionWindows:
         return emitted
 
     @property
+    def open_windows(self) -> int:
+        """Windows (key, spec, end) not yet closed that hold at least one pane."""
+        wm = self.watermark.watermark_ns
+        windows = {
+            (key, index, end)
+            for key, key_panes in self._panes.items()
+            for pane_start in key_panes
+            for index, spec in enumerate(self.config.specs)
+            for _, end in spec.windows_containing(pane_start)
+            if end > wm
+        }
+        return len(windows)
+
+    @property
     def open_panes(self) -> int:
         return sum(len(key_panes) for key_panes in self._panes.values())
 

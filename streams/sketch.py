@@ -8,14 +8,55 @@ from a restored state), and weights are always 1, so bin counts are integers.
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
-from ddsketch import DDSketch
+from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
 
 from schemas import Quantiles
 
 RELATIVE_ACCURACY = 0.01
+
+
+class CompactDenseStore(DenseStore):  # type: ignore[misc]
+    """ddsketch's ``DenseStore`` with its bins in an ``array('d')``: 8 bytes a bin instead of a pointer plus a
+    float object (32 bytes), which keeps a pane's four sketches at a few KiB. Same keys, same answers."""
+
+    def _extend_range(self, key: int, second_key: int | None = None) -> None:
+        if second_key is None:
+            second_key = key
+        new_min_key = min(key, second_key, self.min_key)
+        new_max_key = max(key, second_key, self.max_key)
+        if self.length() == 0:
+            self.bins = array("d", bytes(8 * self._get_new_length(new_min_key, new_max_key)))  # type: ignore[assignment]
+            self.offset = new_min_key
+            self._adjust(new_min_key, new_max_key)
+        elif new_min_key >= self.min_key and new_max_key < self.offset + self.length():
+            self.min_key = new_min_key
+            self.max_key = new_max_key
+        else:
+            new_length = self._get_new_length(new_min_key, new_max_key)
+            if new_length > self.length():
+                self.bins.extend(array("d", bytes(8 * (new_length - self.length()))))
+            self._adjust(new_min_key, new_max_key)
+
+    def _shift_bins(self, shift: int) -> None:
+        if shift > 0:
+            self.bins = array("d", bytes(8 * shift)) + self.bins[:-shift]  # type: ignore[assignment,operator]
+        elif shift < 0:
+            self.bins = self.bins[-shift:] + array("d", bytes(8 * -shift))  # type: ignore[operator]
+        self.offset -= shift
+
+
+def _new_ddsketch() -> BaseDDSketch:
+    return BaseDDSketch(
+        mapping=LogarithmicMapping(RELATIVE_ACCURACY),
+        store=CompactDenseStore(),
+        negative_store=CompactDenseStore(),
+        zero_count=0.0,
+    )
 
 
 class QuantileSketch:
@@ -24,7 +65,7 @@ class QuantileSketch:
     __slots__ = ("_sketch",)
 
     def __init__(self) -> None:
-        self._sketch = DDSketch(RELATIVE_ACCURACY)
+        self._sketch = _new_ddsketch()
 
     def add(self, value: float) -> None:
         self._sketch.add(value)
@@ -86,19 +127,19 @@ class QuantileSketch:
         return restored
 
 
-def _store_state(store: DenseStore) -> list[Any]:
+def _store_state(store: CompactDenseStore) -> list[Any]:
     if not store.count:
         return []
     bins = store.bins[store.min_key - store.offset : store.max_key - store.offset + 1]
     return [store.min_key, [int(b) for b in bins]]
 
 
-def _load_store(store: DenseStore, state: list[Any]) -> None:
+def _load_store(store: CompactDenseStore, state: list[Any]) -> None:
     if not state:
         return
     min_key, bins = state
     store.offset = min_key
     store.min_key = min_key
     store.max_key = min_key + len(bins) - 1
-    store.bins = [float(b) for b in bins]
+    store.bins = array("d", bins)  # type: ignore[assignment]
     store.count = float(sum(bins))
