@@ -43,8 +43,8 @@ def common_args(description: str, default_reps: int) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--reps", type=int, default=default_reps, help="repetitions; figures are medians")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop of both sides")
-    parser.add_argument("--kafka", action="store_true",
-                        help="also publish every event through KafkaPublisher to TOKENPULSE_KAFKA_BOOTSTRAP")  # fmt: skip
+    kafka_help = "also publish every event through KafkaPublisher to TOKENPULSE_KAFKA_BOOTSTRAP"
+    parser.add_argument("--kafka", action="store_true", help=kafka_help)
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="sys.setswitchinterval while probing (default: leave CPython's 5 ms)")  # fmt: skip
     return parser

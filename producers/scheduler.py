@@ -23,12 +23,16 @@ SPIN_NS = 1_500_000
 SEND_LEAD_NS = 5_000_000
 
 
-async def sleep_until(deadline_ns: int, clock: Callable[[], int] = time.monotonic_ns, spin_ns: int = SPIN_NS) -> None:
+async def sleep_until(
+    deadline_ns: int, clock: Callable[[], int] = time.monotonic_ns, spin_ns: int | None = None
+) -> None:
     """Return as soon as possible once ``clock() >= deadline_ns``, without blocking the event loop.
 
     A plain ``asyncio.sleep`` wakes up to a millisecond late; the last ``spin_ns`` are spent yielding to the
-    loop (``sleep(0)``), so other tasks still run while this one waits precisely. ``spin_ns=0`` is a plain sleep.
+    loop (``sleep(0)``), so other tasks still run while this one waits precisely. ``spin_ns`` defaults to
+    ``SPIN_NS``; 0 is a plain sleep.
     """
+    spin_ns = SPIN_NS if spin_ns is None else spin_ns
     remaining = deadline_ns - clock()
     if remaining > spin_ns:
         await asyncio.sleep((remaining - spin_ns) / NS_PER_S)
