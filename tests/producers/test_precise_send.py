@@ -164,7 +164,7 @@ def test_recorder_keeps_chunks_column_wise_and_as_objects() -> None:
 
 @given(st.lists(st.tuples(st.integers(0, 10**8), st.text(max_size=3), st.booleans()), max_size=20))
 def test_column_and_chunk_metrics_agree(steps: list[tuple[int, str, bool]]) -> None:
-    t, chunks = 1_000, []
+    t, chunks = 1_000, list[StreamChunk]()
     for gap, delta, with_usage in steps:
         t += gap
         chunks.append(StreamChunk(t, delta, Usage(5, len(chunks) + 1) if with_usage else None))
