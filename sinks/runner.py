@@ -14,11 +14,15 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import urllib3
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.rest import ApiException
 
 from schemas import Alert, RequestTiming, WindowStats
+from sinks.baseline import seed_from_influx
 from sinks.consumer import EventLineCodec, KafkaInfluxSink
 from sinks.lineprotocol import alert_line, request_line, window_line
 from sinks.notifiers import NotificationDispatcher, Notifier
@@ -57,6 +61,8 @@ class SinkRunner:
     group_prefix: str | None = None
     max_records: int = 10_000
     stop_grace_s: float = 10.0
+    seed_baselines: bool = True
+    baseline_values_seeded: int = field(default=0, init=False)
     kafka_sinks: list[KafkaInfluxSink] = field(default_factory=list, init=False)
     alert_engine: AlertEngine | None = field(default=None, init=False)
     dispatcher: NotificationDispatcher | None = field(default=None, init=False)
@@ -96,8 +102,11 @@ class SinkRunner:
             if self.rules is not None:
                 self.dispatcher = NotificationDispatcher(list(self.notifiers))
                 await self.dispatcher.start()
+                rule_engine = RuleEngine(self.rules)
+                if self.seed_baselines:
+                    self.baseline_values_seeded = await asyncio.to_thread(self._seed, rule_engine)
                 self.alert_engine = AlertEngine(
-                    rules=RuleEngine(self.rules), bootstrap=s.kafka_bootstrap, window_topic=topics.window_stats,
+                    rules=rule_engine, bootstrap=s.kafka_bootstrap, window_topic=topics.window_stats,
                     alerts_topic=topics.alerts, dlq_topic=topics.sink_dlq, group_id=self._group("alerting"),
                     producer=producer, on_alert=self.dispatcher.submit,
                 )  # fmt: skip
@@ -119,6 +128,19 @@ class SinkRunner:
             await producer.stop()
             for writer in writers:
                 writer.close()
+
+    def _seed(self, engine: RuleEngine) -> int:
+        s = self.settings
+        try:
+            with InfluxDBClient(url=s.influx_url, token=s.influx_token.get_secret_value(), org=s.influx_org) as client:
+                return seed_from_influx(engine, client, s.influx_bucket)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # Alerting must not wait for InfluxDB: the baselines then fill from the stream as before.
+            log.warning(
+                "could not read regression baselines from InfluxDB bucket %r at %s (%s); regression rules "
+                "start with empty baselines", s.influx_bucket, s.influx_url, exc,
+            )  # fmt: skip
+            return 0
 
     async def _abort_after_grace(self, stop: asyncio.Event) -> None:
         # A write stuck in an InfluxDB outage is abandoned (left uncommitted) after the grace period.

@@ -76,11 +76,14 @@ class Match(BaseModel):
     window: str = "*"
 
     def matches(self, stats: WindowStats) -> bool:
+        return self.matches_key(stats.provider, stats.model, stats.workload, stats.window)
+
+    def matches_key(self, provider: str, model: str, workload: str, window: str) -> bool:
         return (
-            fnmatchcase(stats.provider, self.provider)
-            and fnmatchcase(stats.model, self.model)
-            and fnmatchcase(stats.workload, self.workload)
-            and fnmatchcase(stats.window, self.window)
+            fnmatchcase(provider, self.provider)
+            and fnmatchcase(model, self.model)
+            and fnmatchcase(workload, self.workload)
+            and fnmatchcase(window, self.window)
         )
 
 
@@ -377,7 +380,8 @@ class RuleEngine:
                 bound = baseline * factor
                 verdict = _Verdict(value, value >= bound, value < baseline * clear_factor, bound, baseline)
         # The baseline learns only from healthy windows, so a long incident does not become the new normal.
-        if not state.firing and (verdict is None or not verdict.breach):
+        fresh = not history or stats.window_end > history[-1][0]  # not already seeded
+        if fresh and not state.firing and (verdict is None or not verdict.breach):
             history.append((stats.window_end, value, stats.count))
         return verdict
 
@@ -422,18 +426,65 @@ class RuleEngine:
             message=f"{key[1]}/{key[2]} [{key[3]}, {key[4]}] {verb} {rule.no_data.after}",
         )  # fmt: skip
 
-    def seed(self, history: Iterable[WindowStats]) -> None:
-        """Warm regression baselines from past windows (e.g. read back from InfluxDB) without alerting."""
-        for stats in sorted(history, key=lambda s: s.window_end):
+    def baseline_period_ns(self) -> int | None:
+        """The longest ``baseline_period`` of the regression and cost rules; ``None`` if there are none."""
+        periods = [parse_duration_ns(r.baseline_period) for r in self.rules if isinstance(r, RegressionRule | CostRule)]
+        return max(periods) if periods else None
+
+    def seed(self, history: Iterable[WindowStats]) -> int:
+        """Warm regression baselines from past windows without alerting; see ``seed_samples``."""
+        samples = []
+        for stats in history:
+            metrics = {}
             for rule in self.rules:
-                if not isinstance(rule, RegressionRule | CostRule) or not rule.match.matches(stats):
+                if isinstance(rule, RegressionRule | CostRule):
+                    value = metric_value(stats, rule.metric)
+                    if value is not None:
+                        metrics[rule.metric] = value
+            samples.append(
+                BaselineSample(stats.provider, stats.model, stats.workload, stats.window, stats.window_end,
+                               stats.count, metrics)
+            )  # fmt: skip
+        return self.seed_samples(samples)
+
+    def seed_samples(self, samples: Iterable[BaselineSample]) -> int:
+        """Warm the baselines of regression and cost rules from past windows (e.g. ``llm_window`` read back
+        from InfluxDB after a restart), oldest first, without alerting; returns how many values were taken.
+
+        Seeding touches the baselines only, not which windows count as already judged: a window that is
+        re-read from Kafka afterwards is still evaluated, and its value is not added to a baseline twice.
+        Unlike live windows, seeded ones are taken whether or not they breached (their firing state was
+        not kept); the median of a 24 h baseline shrugs off a short incident.
+        """
+        taken = 0
+        for sample in sorted(samples, key=lambda s: s.window_end):
+            for rule in self.rules:
+                if not isinstance(rule, RegressionRule | CostRule) or not rule.match.matches_key(
+                    sample.provider, sample.model, sample.workload, sample.window
+                ):
                     continue
-                key = (rule.name, stats.provider, stats.model, stats.workload, stats.window)
-                state = self._states.setdefault(key, _KeyState())
-                value = metric_value(stats, rule.metric)
-                if value is not None and stats.window_end > state.last_window_end:
-                    state.baseline.append((stats.window_end, value, stats.count))
-                    state.last_window_end = stats.window_end
+                value = sample.metrics.get(rule.metric)
+                if value is None:
+                    continue
+                key = (rule.name, sample.provider, sample.model, sample.workload, sample.window)
+                history = self._states.setdefault(key, _KeyState()).baseline
+                if not history or sample.window_end > history[-1][0]:
+                    history.append((sample.window_end, value, sample.count))
+                    taken += 1
+        return taken
+
+
+@dataclass(frozen=True)
+class BaselineSample:
+    """One past window of one key: its end, request count and the metric values that were kept."""
+
+    provider: str
+    model: str
+    workload: str
+    window: str
+    window_end: int
+    count: int
+    metrics: dict[str, float]
 
 
 def _describe(rule: Rule, verdict: _Verdict, state: str) -> str:

@@ -1,0 +1,63 @@
+"""A restarted alert engine rebuilds its regression baselines from InfluxDB's ``llm_window`` history."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sinks.runner import SinkRunner
+from sinks.testing import MINUTE_NS, flux_count, make_window, produce, settings_for, wait_until
+from streams.rules import RuleEngine, parse_rules
+
+pytestmark = pytest.mark.integration
+
+RULES = parse_rules(
+    {
+        "rules": [
+            {"name": "ttft-regression", "kind": "regression", "metric": "ttft_p95_ms", "worse_by_pct": 50,
+             "baseline_period": "1h", "min_samples": 30, "min_baseline_windows": 3, "for_windows": 1}
+        ]
+    }
+)  # fmt: skip
+
+
+def test_baseline_survives_a_restart(kafka_bootstrap, influx, topic_prefix) -> None:
+    settings = settings_for(kafka_bootstrap, influx, topic_prefix)
+    topic = settings.topics.window_stats
+    # Recent windows (the seed reads the rules' baseline period back from now): 5 healthy ones, then
+    # after the restart one where TTFT p95 doubled.
+    first_end = (time.time_ns() // MINUTE_NS - 10) * MINUTE_NS
+    healthy = [make_window(ttft_p95=400.0, window_end=first_end + i * MINUTE_NS) for i in range(5)]
+    regressed = make_window(ttft_p95=800.0, window_end=first_end + 5 * MINUTE_NS)
+
+    before = SinkRunner(settings, RULES, sinks=("llm_window",))
+    before.start()
+    try:
+        produce(kafka_bootstrap, topic, healthy)
+        engine = before.alert_engine
+        assert engine is not None
+        wait_until(lambda: engine.windows_seen == 5, 60, "the healthy windows to be evaluated")
+        with influx.client() as client:
+            wait_until(lambda: flux_count(client, influx.bucket, "llm_window", "ttft_p95_ms") == 5, 60, "llm_window")
+        assert engine.alerts == []
+    finally:
+        before.stop()
+
+    # Same consumer groups: the restarted engine resumes after the healthy windows, so its baseline
+    # can only come from InfluxDB.
+    after = SinkRunner(settings, RULES, sinks=("llm_window",))
+    after.start()
+    try:
+        assert after.baseline_values_seeded == 5
+        produce(kafka_bootstrap, topic, [regressed])
+        engine = after.alert_engine
+        assert engine is not None
+        wait_until(lambda: engine.windows_seen == 1, 60, "the regressed window to be evaluated")
+        wait_until(lambda: len(engine.alerts) == 1, 30, "the firing alert")
+    finally:
+        after.stop()
+    [alert] = engine.alerts
+    assert (alert.state, alert.rule, alert.value, alert.baseline) == ("firing", "ttft-regression", 800.0, 400.0)
+    # Without the seed the same window meets an empty baseline and nothing fires.
+    assert RuleEngine(RULES).observe(regressed) == []
