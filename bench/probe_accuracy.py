@@ -2,20 +2,20 @@
 
 Targets: |measured - true TTFT| p99 <= 1 ms and ITL p95 error <= 1 ms. The baseline is a bare httpx
 streaming loop (stamp before the request, stamp the first content line) over the same simulator.
-Run: .venv/bin/python bench/probe_accuracy.py [requests]
+Run: .venv/bin/python bench/probe_accuracy.py [requests] [--reps N] [--loop asyncio] [--kafka]
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 import uuid
 
 import httpx
 import orjson
-from probe_common import probe, quantiles, workload
+from probe_common import common_args, kafka_publisher, median, pct, probe, quantiles, workload
 
+from producers.probe import run_async
 from producers.simulator import LatencyProfile, SimulatorConfig, SimulatorProcess
 from producers.timing import percentile
 
@@ -39,30 +39,45 @@ async def bare_loop(url: str, n: int) -> dict[str, float]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    parser = common_args(__doc__ or "", default_reps=3)
+    parser.add_argument("requests", type=int, nargs="?", default=300)
+    args = parser.parse_args()
+    n = args.requests
     config = SimulatorConfig(
         endpoints={"sim": LatencyProfile(ttft_ms=30, ttft_p95_ms=60, tokens_per_s=200, jitter=0.3)}
     )
-    with SimulatorProcess(config) as sim:
-        events = probe(workload(sim.endpoint_url("sim"), n, {"kind": "closed", "concurrency": 4}, 32))
-        truth = sim.ground_truth()
-        bare = asyncio.run(bare_loop(sim.endpoint_url("sim"), min(n, 150)))
-        truth = sim.ground_truth()
-    ttft_err, itl_err = [], []
-    for e in events:
-        t = truth[str(e.event_id)]
-        ttft_err.append(abs(e.ttft_ms - t["ttft_ms"]))  # type: ignore[operator]
-        gaps = sorted((b - a) / 1e6 for a, b in zip(t["content_ns"], t["content_ns"][1:], strict=False))
-        itl_err.append(abs(e.itl_p95_ms - percentile(gaps, 95)))  # type: ignore[operator]
-    bare_err = [abs(ms - truth[rid]["ttft_ms"]) for rid, ms in bare.items()]
-    print(f"requests: probe {len(events)} (closed loop, concurrency 4), bare httpx loop {len(bare_err)} (sequential)")
-    print(f"probe |TTFT error| ms      : {quantiles(ttft_err)}")
-    print(f"probe |ITL p95 error| ms   : {quantiles(itl_err)}")
-    print(f"bare  |TTFT error| ms      : {quantiles(bare_err)}")
-    p99_probe, p99_bare = percentile(sorted(ttft_err), 99), percentile(sorted(bare_err), 99)
-    print(f"TTFT error p99 ratio probe/bare: {p99_probe / p99_bare:.2f}x")
-    print(f"targets: TTFT p99 <= 1 ms: {'met' if p99_probe <= 1 else 'NOT met'}; "
-          f"ITL p95 error p95 <= 1 ms: {'met' if percentile(sorted(itl_err), 95) <= 1 else 'NOT met'}")  # fmt: skip
+    sides = ("probe ttft", "probe itl p95", "bare ttft")
+    p99: dict[str, list[float]] = {side: [] for side in sides}
+    previous = sys.getswitchinterval()
+    with SimulatorProcess(config) as sim, kafka_publisher(args.kafka) as publisher:
+        for rep in range(args.reps):
+            if args.switch_interval is not None:
+                sys.setswitchinterval(args.switch_interval)
+            try:
+                w = workload(sim.endpoint_url("sim"), n, {"kind": "closed", "concurrency": 4}, 32)
+                events = probe(w, args.loop, publisher)
+            finally:
+                sys.setswitchinterval(previous)
+            bare = run_async(bare_loop(sim.endpoint_url("sim"), min(n, 150)), args.loop)
+            truth = sim.ground_truth()
+            ttft_err, itl_err = [], []
+            for e in events:
+                t = truth[str(e.event_id)]
+                ttft_err.append(abs(e.ttft_ms - t["ttft_ms"]))  # type: ignore[operator]
+                gaps = sorted((b - a) / 1e6 for a, b in zip(t["content_ns"], t["content_ns"][1:], strict=False))
+                itl_err.append(abs(e.itl_p95_ms - percentile(gaps, 95)))  # type: ignore[operator]
+            bare_err = [abs(ms - truth[rid]["ttft_ms"]) for rid, ms in bare.items()]
+            for side, values in zip(sides, (ttft_err, itl_err, bare_err), strict=True):
+                p99[side].append(pct(values, 99))
+            print(f"rep {rep + 1}: probe {len(events)} requests (closed loop, concurrency 4), bare {len(bare_err)} "
+                  f"(sequential); |TTFT error| {quantiles(ttft_err)}; bare {quantiles(bare_err)}")  # fmt: skip
+    print(f"{args.reps} repetitions, event loop {args.loop}, kafka {'on' if args.kafka else 'off'}")
+    for side in sides:
+        print(f"{side:<14} |error| ms: median p99 {median(p99[side]):.3f}")
+    ratios = [p / b for p, b in zip(p99["probe ttft"], p99["bare ttft"], strict=True)]
+    print(f"TTFT error p99 ratio probe/bare: median {median(ratios):.2f}x")
+    print(f"targets: TTFT p99 <= 1 ms: {'met' if median(p99['probe ttft']) <= 1 else 'NOT met'}; "
+          f"ITL p95 error p99 <= 1 ms: {'met' if median(p99['probe itl p95']) <= 1 else 'NOT met'}")  # fmt: skip
 
 
 if __name__ == "__main__":

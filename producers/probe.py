@@ -377,6 +377,7 @@ def run_workload(
     drain_timeout_s: float = 30.0,
     summary: ProbeSummary | None = None,
     switch_interval_s: float | None = 0.0002,
+    event_loop: EventLoop = "uvloop",
 ) -> ProbeSummary:
     """Run ``workload`` to completion, publish its events to Kafka and return the summary.
 
@@ -391,8 +392,8 @@ def run_workload(
     if switch_interval_s is not None:
         sys.setswitchinterval(switch_interval_s)
     try:
-        result = asyncio.run(run_workload_async(workload, publisher, api_keys=api_keys, on_event=on_event,
-                                                summary=summary))  # fmt: skip
+        result = run_async(run_workload_async(workload, publisher, api_keys=api_keys, on_event=on_event,
+                                              summary=summary), event_loop)  # fmt: skip
         publisher.drain(drain_timeout_s)
     finally:
         stats = publisher.close()
