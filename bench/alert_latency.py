@@ -20,6 +20,7 @@ machinery adds on top of the transports it cannot avoid.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -35,6 +36,7 @@ from schemas import encode
 from sinks.notifiers import WebhookNotifier
 from sinks.runner import SinkRunner
 from sinks.testing import MINUTE_NS, make_window, settings_for, wait_until
+from streams.alerting import AlertEngine
 from streams.rules import parse_rules
 from tokenpulse.testing.services import InfluxEndpoint, unique_name
 
@@ -132,7 +134,7 @@ def alert_trials(bootstrap: str, receiver: Receiver, producer: KafkaProducer, tr
                 producer.send(topics.window_stats, encode(window), key=window.kafka_key())
             producer.flush()
             target = engine.windows_seen + len(healthy)
-            wait_until(lambda t=target: engine.windows_seen >= t, 60, "healthy windows", poll_s=0.01)
+            wait_until(functools.partial(_seen_at_least, engine, target), 60, "healthy windows", poll_s=0.01)
             time.sleep(0.5)  # the engine is idle in getmany again, as it is between real windows
             regressed = make_window(workload=workload, ttft_p95=800.0, window_end=end + 3 * MINUTE_NS)
             sent = time.perf_counter()
@@ -142,6 +144,10 @@ def alert_trials(bootstrap: str, receiver: Receiver, producer: KafkaProducer, tr
     finally:
         runner.stop()
     return latencies
+
+
+def _seen_at_least(engine: AlertEngine, windows: int) -> bool:
+    return engine.windows_seen >= windows
 
 
 def _summary(values: list[float]) -> str:
