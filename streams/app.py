@@ -106,7 +106,6 @@ class WindowProcessor:
         self.dlq_topic = dlq_topic
         self.source_topic = source_topic
         self.monotonic = monotonic
-        self.stream: Any = None
         self.counters = WorkerCounters()
         self.partitions: dict[int, PartitionWindows] = {}
         self._clocks: dict[int, _PartitionClock] = {}
@@ -196,7 +195,7 @@ class WindowProcessor:
                     self.table.data[key] = value
             await asyncio.gather(*futures)
             for event in pending:
-                await self.stream.ack(event)
+                event.ack()  # Event.ack: marks the offset committable (Stream.ack only adds sensor calls)
             self.counters.dead_letters += len(dead)
             self.counters.emitted += len(emitted)
             self.counters.flushes += 1
@@ -218,29 +217,33 @@ class WorkerApp:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def faust_settings(settings: Settings, config: WorkerConfig, data_dir: Path) -> dict[str, Any]:
+    """The faust settings of the worker (also used by bench/ for a stock agent on equal terms)."""
+    return {
+        "broker": [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+        "store": "memory://",
+        "datadir": str(data_dir),
+        "autodiscover": False,
+        "web_enabled": False,
+        "topic_partitions": config.partitions,
+        "topic_replication_factor": 1,
+        "table_standby_replicas": 0,
+        "broker_session_timeout": config.session_timeout_s,
+        "broker_heartbeat_interval": config.heartbeat_interval_s,
+        "broker_commit_interval": max(config.flush_interval_s, 1.0),
+        "consumer_auto_offset_reset": "earliest",
+        "stream_buffer_maxsize": config.stream_buffer_maxsize,
+        "stream_wait_empty": True,
+        "producer_linger_ms": 5,
+    }
+
+
 def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
     """The faust app for ``settings`` (broker, topic names) and ``config`` (windows, grace, tuning)."""
     topics = settings.topics
     data_dir = config.data_dir or settings.data_dir / "worker"
     data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        config.resolved_app_id(settings),
-        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
-        store="memory://",
-        datadir=str(data_dir),
-        autodiscover=False,
-        web_enabled=False,
-        topic_partitions=config.partitions,
-        topic_replication_factor=1,
-        table_standby_replicas=0,
-        broker_session_timeout=config.session_timeout_s,
-        broker_heartbeat_interval=config.heartbeat_interval_s,
-        broker_commit_interval=max(config.flush_interval_s, 1.0),
-        consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=config.stream_buffer_maxsize,
-        stream_wait_empty=True,
-        producer_linger_ms=5,
-    )
+    app = faust.App(config.resolved_app_id(settings), **faust_settings(settings, config, data_dir))
     source = app.topic(
         topics.request_timings, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
         partitions=config.partitions,
@@ -261,7 +264,6 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
     @app.agent(source, name="window-aggregator")
     async def aggregate(stream: Any) -> None:
         manual = stream.noack()
-        processor.stream = manual
         async for event in manual.events():
             processor.on_message(event)
             if processor.pending >= config.flush_every_events:

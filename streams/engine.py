@@ -65,7 +65,8 @@ class PartitionCounters:
 @dataclass
 class _Pane:
     acc: PaneAccumulator = field(default_factory=PaneAccumulator)
-    offset: int = -1
+    offset: int = -1  # the last source offset applied: replays at or below it are skipped
+    version: int = 0  # bumped on every change: a window whose panes did not change need not be re-emitted
 
 
 class PartitionWindows:
@@ -82,6 +83,7 @@ class PartitionWindows:
         self._panes: dict[StatsKey, dict[int, _Pane]] = {}
         self._dirty: set[tuple[StatsKey, int]] = set()
         self._emitted: list[WindowStats] = []
+        self._provisional: dict[tuple[StatsKey, int, int], tuple[tuple[int, int], ...]] = {}
 
     # ---- input -------------------------------------------------------------------------------------
     def handle(self, offset: int, event: RequestTiming) -> Outcome:
@@ -115,8 +117,9 @@ class PartitionWindows:
             self.counters.duplicates += 1
             return Outcome.DUPLICATE
         late_specs: list[WindowSpec] = []
-        if self.watermark.started:
-            wm = self.watermark.watermark_ns
+        wm = self.watermark.watermark_ns
+        # every window containing a pane ends at or after the pane's end: the common case needs no search
+        if self.watermark.started and pane_start + self.pane_ns <= wm:
             late_specs = [spec for spec in self.config.specs if spec.latest_end_containing(pane_start) <= wm]
         if late_specs:
             self._count_late(key, late_specs, offset)
@@ -128,6 +131,7 @@ class PartitionWindows:
             pane = self._pane(key, pane_start)
         pane.acc.add(event)
         pane.offset = offset
+        pane.version += 1
         self._dirty.add((key, pane_start))
         self.counters.accepted += 1
         return Outcome.ACCEPTED
@@ -151,6 +155,7 @@ class PartitionWindows:
             pane = panes[pane_start]
             pane.acc.add_late(label)
             pane.offset = offset
+            pane.version += 1
             self._dirty.add((key, pane_start))
 
     # ---- event-time progress ---------------------------------------------------------------------
@@ -165,11 +170,25 @@ class PartitionWindows:
                     for _, end in spec.windows_containing(pane_start):
                         if old_ns < end <= new_ns or old_ns - grace < end <= new_ns - grace:
                             due.add((end, index, key))
-        for end, index, key in sorted(due, key=lambda item: (item[0], item[1], item[2].__repr__())):
-            stats = self.window(key, self.config.specs[index], end)
+        closing_after = new_ns - grace
+        for end, index, key in sorted(due, key=lambda item: (item[0], item[1], repr(item[2]))):
+            spec = self.config.specs[index]
+            fingerprint = self._fingerprint(key, spec, end)
+            window_id = (key, index, end)
+            closes = end <= closing_after
+            if closes and self._provisional.pop(window_id, None) == fingerprint:
+                continue  # closing unchanged since its first emission: the same content is downstream
+            stats = self.window(key, spec, end)
             if stats is not None:
                 self._emitted.append(stats)
+                if not closes:
+                    self._provisional[window_id] = fingerprint
         self._drop_closed_panes()
+
+    def _fingerprint(self, key: StatsKey, spec: WindowSpec, end_ns: int) -> tuple[tuple[int, int], ...]:
+        start = end_ns - spec.size_ns
+        key_panes = self._panes.get(key, {})
+        return tuple((s, pane.version) for s, pane in sorted(key_panes.items()) if start <= s < end_ns)
 
     def _drop_closed_panes(self) -> None:
         wm = self.watermark.watermark_ns

@@ -9,8 +9,11 @@ from a restored state), and weights are always 1, so bin counts are integers.
 from __future__ import annotations
 
 from array import array
-from typing import Any
+from bisect import bisect_right
+from itertools import accumulate
+from typing import Any, cast
 
+import numpy as np
 from ddsketch.ddsketch import BaseDDSketch
 from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
@@ -41,6 +44,30 @@ class CompactDenseStore(DenseStore):  # type: ignore[misc]
             if new_length > self.length():
                 self.bins.extend(array("d", bytes(8 * (new_length - self.length()))))
             self._adjust(new_min_key, new_max_key)
+
+    def merge(self, store: CompactDenseStore) -> None:  # type: ignore[override]
+        """As ``DenseStore.merge``, with the bin additions done by numpy instead of a Python loop."""
+        if store.count == 0:
+            return
+        if self.count == 0:
+            self.copy(store)
+            return
+        if store.min_key < self.min_key or store.max_key > self.max_key:
+            self._extend_range(store.min_key, store.max_key)
+        mine = np.frombuffer(cast(Any, self.bins), dtype=np.float64)
+        theirs = np.frombuffer(cast(Any, store.bins), dtype=np.float64)
+        start, stop = store.min_key - self.offset, store.max_key - self.offset + 1
+        mine[start:stop] += theirs[store.min_key - store.offset : store.max_key - store.offset + 1]
+        self.count += store.count
+
+    def keys_at_ranks(self, ranks: list[float]) -> list[int]:
+        """``key_at_rank(rank, lower=True)`` for several ranks in one C-speed pass over the bins."""
+        cumulative = list(accumulate(self.bins))
+        last = len(cumulative) - 1
+        return [
+            self.max_key if index > last else index + self.offset
+            for index in (bisect_right(cumulative, rank) for rank in ranks)
+        ]
 
     def _shift_bins(self, shift: int) -> None:
         if shift > 0:
@@ -94,8 +121,20 @@ class QuantileSketch:
         if not self.count:
             return None
         top = float(self._sketch._max)
-        p50, p95, p99 = (min(float(self._sketch.get_quantile_value(q) or 0.0), top) for q in (0.5, 0.95, 0.99))
+        p50, p95, p99 = (min(value, top) for value in self._values_at((0.5, 0.95, 0.99)))
         return Quantiles(p50=p50, p95=max(p95, p50), p99=max(p99, p95, p50), max=max(top, p99, p95, p50))
+
+    def _values_at(self, quantiles: tuple[float, ...]) -> list[float]:
+        # Same answers as DDSketch.get_quantile_value (values are never negative: durations, rates),
+        # with one pass over the bins for all quantiles.
+        sketch = self._sketch
+        if sketch._negative_store.count:
+            return [float(sketch.get_quantile_value(q) or 0.0) for q in quantiles]
+        zeros = sketch._zero_count
+        ranks = [q * (sketch.count - 1) for q in quantiles]
+        positive = [rank - zeros for rank in ranks if rank >= zeros]
+        keys = iter(sketch._store.keys_at_ranks(positive)) if positive else iter(())
+        return [0.0 if rank < zeros else float(sketch._mapping.value(next(keys))) for rank in ranks]
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-able snapshot; ``from_state`` rebuilds an equal sketch."""

@@ -75,3 +75,13 @@ def test_any_nonnegative_data_stays_within_error(values):
     assert quantiles.max == data.max()
     for q, estimate in ((0.5, quantiles.p50), (0.95, quantiles.p95), (0.99, quantiles.p99)):
         assert_within_sketch_error(estimate, data, q)
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_fast_quantiles_equal_ddsketch_reference(name):
+    values = DATASETS[name](np.random.default_rng(11))
+    sketch = sketch_of(values)
+    raw = sketch._sketch
+    reference = [min(float(raw.get_quantile_value(q)), float(raw._max)) for q in (0.5, 0.95, 0.99)]
+    quantiles = sketch.quantiles()
+    assert [quantiles.p50, quantiles.p95, quantiles.p99] == reference

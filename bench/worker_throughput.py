@@ -1,0 +1,245 @@
+"""Worker throughput against a real broker: raw aiokafka ceiling, a stock count-only faust agent, our
+worker, and scale-out (2 workers vs 1 in one consumer group), all on the same topic in one run.
+
+    eval "$(.venv/bin/tokenpulse stack env --home /tmp/tphome)"   # or any TOKENPULSE_KAFKA_BOOTSTRAP
+    .venv/bin/python bench/worker_throughput.py [--events 200000] [--keys 20] [--partitions 6] [--profile]
+
+Figures are events/s and ratios within this run (the machine is shared, absolute numbers drift).
+Event time: 20 keys, each probed about every 0.4 s (200,000 events span ~67 minutes of event time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+NANOS = 1_000_000_000
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one faust app (count-only agent or our worker) until it has consumed ``--events`` events."""
+    import faust
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    from streams.app import WorkerConfig, build_worker, faust_settings
+    from tokenpulse.config import load_settings
+
+    settings = load_settings()
+    config = WorkerConfig(partitions=args.partitions, app_id=args.group, flush_every_events=5_000, log_level="warning")
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    profiler = cProfile.Profile() if args.profile else None
+    state = {"first": 0.0, "count": 0}
+
+    def report() -> None:
+        elapsed = time.perf_counter() - state["first"]
+        print(json.dumps({"mode": args.mode, "events": state["count"], "seconds": elapsed}), flush=True)
+        if profiler is not None:
+            profiler.disable()
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+            print(out.getvalue(), file=sys.stderr, flush=True)
+        os._exit(0)
+
+    if args.mode == "count":
+        app = faust.App(args.group, **faust_settings(settings, config, data_dir))
+        topic = app.topic(settings.topics.request_timings, key_serializer="raw", value_serializer="raw")
+
+        @app.agent(topic)
+        async def count(stream):  # type: ignore[no-untyped-def]
+            async for _event in stream.events():
+                if not state["count"]:
+                    state["first"] = time.perf_counter()
+                    if profiler:
+                        profiler.enable()
+                state["count"] += 1
+
+        @app.timer(0.1)
+        async def done() -> None:
+            if state["count"] >= args.events:
+                report()
+
+    else:
+        worker = build_worker(settings, config)
+        app = worker.app
+        processor = worker.processor
+        original = processor.on_message
+
+        def on_message(event):  # type: ignore[no-untyped-def]
+            if not state["first"]:
+                state["first"] = time.perf_counter()
+                if profiler:
+                    profiler.enable()
+            original(event)
+
+        processor.on_message = on_message  # type: ignore[method-assign]
+
+        @app.timer(0.1)
+        async def done() -> None:
+            state["count"] = processor.counters.consumed
+            if state["count"] >= args.events and processor.pending == 0:
+                report()
+
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+async def raw_ceiling(bootstrap: str, topic: str, events: int, partitions: int) -> float:
+    """aiokafka getmany + the same decode and PartitionWindows aggregation, no faust."""
+    from aiokafka import AIOKafkaConsumer
+
+    from schemas import RequestTiming, SchemaError, decode
+    from streams.engine import PartitionWindows, WindowConfig
+
+    config = WindowConfig.parse(["1m", "5m/1m"], "10s")
+    states = {p: PartitionWindows(p, config) for p in range(partitions)}
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
+    )  # fmt: skip
+    await consumer.start()
+    seen = 0
+    first = 0.0
+    try:
+        while seen < events:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
+            for tp, messages in batches.items():
+                state = states[tp.partition]
+                for message in messages:
+                    if not first:
+                        first = time.perf_counter()
+                    seen += 1
+                    with contextlib.suppress(SchemaError):
+                        state.handle(message.offset, decode(RequestTiming, message.value))
+                state.take_emitted()
+    finally:
+        await consumer.stop()
+    return seen / (time.perf_counter() - first)
+
+
+def run_child(mode: str, group: str, env: dict[str, str], args: argparse.Namespace, data_dir: Path) -> dict:
+    argv = [sys.executable, __file__, "--child", "--mode", mode, "--group", group, "--events", str(args.events),
+            "--partitions", str(args.partitions), "--data-dir", str(data_dir)]  # fmt: skip
+    if args.profile:
+        argv.append("--profile")
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
+    # faust redirects stdout into its log, so the JSON line may carry a log prefix
+    output = (result.stdout + result.stderr).splitlines()
+    lines = [line[line.index('{"mode"') :] for line in output if '{"mode"' in line]
+    if not lines:
+        raise SystemExit(f"{mode} child failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    if args.profile:
+        print(f"--- profile of {mode} (tottime) ---\n{result.stderr[-6000:]}")
+    return json.loads(lines[-1])
+
+
+def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Namespace, data_dir: Path) -> float:
+    """Seconds from the group's first commit to its last, for ``workers`` worker processes."""
+    from kafka import KafkaConsumer
+    from kafka.admin import KafkaAdminClient
+
+    from streams.cli import worker_argv
+
+    topic = f"{env['TOKENPULSE_TOPIC_PREFIX']}.request-timings"
+    admin = KafkaAdminClient(bootstrap_servers=env["TOKENPULSE_KAFKA_BOOTSTRAP"])
+    probe = KafkaConsumer(bootstrap_servers=env["TOKENPULSE_KAFKA_BOOTSTRAP"])
+    tps = [tp for tp in probe.end_offsets(_tps(probe, topic))]
+    end = sum(probe.end_offsets(tps).values())
+    argv = worker_argv(partitions=args.partitions, extra=("--app-id", group, "--log-level", "warning"))
+    procs = [
+        subprocess.Popen(argv, env=dict(env, TOKENPULSE_DATA_DIR=str(data_dir / f"w{i}")),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i in range(workers)
+    ]  # fmt: skip
+    started = None
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            offsets = admin.list_consumer_group_offsets(group)
+            committed = sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+            now = time.perf_counter()
+            if committed and started is None:
+                started = (now, committed)
+            if committed >= end and started is not None:
+                # rate over the events committed after the first commit, scaled to the whole backlog
+                return (now - started[0]) * end / max(end - started[1], 1)
+            time.sleep(0.1)
+        raise SystemExit(f"{workers} worker(s) did not drain the backlog")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+        admin.close()
+        probe.close()
+
+
+def _tps(consumer, topic):  # type: ignore[no-untyped-def]
+    from kafka import TopicPartition
+
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--keys", type=int, default=20)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--skip-scale-out", action="store_true")
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--mode", default="worker")
+    parser.add_argument("--group", default="")
+    parser.add_argument("--data-dir", default="")
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    from streams.testing import TimingFactory, create_topics, default_keys, produce, timing_records
+
+    bootstrap = os.environ.get("TOKENPULSE_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        raise SystemExit('set TOKENPULSE_KAFKA_BOOTSTRAP, e.g. eval "$(tokenpulse stack env)"')
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    topic = f"{prefix}.request-timings"
+    create_topics(bootstrap, [topic, f"{prefix}.window-stats", f"{prefix}.request-timings.dlq"], args.partitions)
+    keys = default_keys(args.keys)
+    records = list(timing_records(TimingFactory(seed=1).stream(keys, args.events, interval_ns=NANOS * 2 // 100)))
+    size = sum(len(v) for _, v in records) / len(records)
+    t = time.perf_counter()
+    produce(bootstrap, topic, records)
+    print(f"produced {len(records)} events of {size:.0f} bytes avg, {args.keys} keys, "
+          f"{args.partitions} partitions in {time.perf_counter() - t:.1f} s")  # fmt: skip
+    data_dir = Path(f"/tmp/{prefix}")
+    env = dict(os.environ, TOKENPULSE_TOPIC_PREFIX=prefix, TOKENPULSE_DATA_DIR=str(data_dir))
+
+    ceiling = asyncio.run(raw_ceiling(bootstrap, topic, args.events, args.partitions))
+    print(f"raw aiokafka getmany + decode + windows: {ceiling:,.0f} events/s (ceiling)")
+    count = run_child("count", f"{prefix}-count", env, args, data_dir / "count")
+    count_rate = count["events"] / count["seconds"]
+    print(f"stock faust count-only agent:            {count_rate:,.0f} events/s")
+    ours = run_child("worker", f"{prefix}-worker", env, args, data_dir / "worker")
+    our_rate = ours["events"] / ours["seconds"]
+    print(f"tokenpulse worker (decode, dedup, windows, acks after flush): {our_rate:,.0f} events/s")
+    print(f"  ratio worker / count-only agent: {our_rate / count_rate:.2f}")
+    print(f"  ratio worker / raw ceiling:      {our_rate / ceiling:.2f}")
+    if not args.skip_scale_out:
+        one = drain_time(1, f"{prefix}-one", env, args, data_dir / "one")
+        two = drain_time(2, f"{prefix}-two", env, args, data_dir / "two")
+        print(f"drain {args.events} events: 1 worker {one:.1f} s, 2 workers {two:.1f} s, speed-up x{one / two:.2f}")
+
+
+if __name__ == "__main__":
+    main()
