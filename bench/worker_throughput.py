@@ -30,14 +30,14 @@ NANOS = 1_000_000_000
 def child(args: argparse.Namespace) -> None:
     """Run one faust app (count-only agent or our worker) until it has consumed ``--events`` events."""
     import faust
-    import uvloop
 
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    from streams.app import WorkerConfig, build_worker, faust_settings
+    from streams.app import WorkerConfig, build_worker, faust_settings, tune_runtime
+
+    tune_runtime()  # the same for both agents: uvloop and the GC threshold
     from tokenpulse.config import load_settings
 
     settings = load_settings()
-    config = WorkerConfig(partitions=args.partitions, app_id=args.group, flush_every_events=5_000, log_level="warning")
+    config = WorkerConfig(partitions=args.partitions, app_id=args.group, log_level="warning")
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     profiler = cProfile.Profile() if args.profile else None
