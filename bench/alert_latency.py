@@ -1,6 +1,6 @@
 """Alert latency: from a regressed ``WindowStats`` on the window-stats topic to the webhook receiving it.
 
-Usage: eval "$(tokenpulse stack env)"; python bench/alert_latency.py [TRIALS]
+Usage: eval "$(tokenpulse stack env)"; python bench/alert_latency.py [TRIALS] [--full-chain]
 
 What is measured: the part of the pipeline after the stream worker, with the real pieces: a
 ``WindowStats`` published to Kafka (kafka-python, acks=all) -> ``AlertEngine`` (aiokafka consumer,
@@ -12,6 +12,12 @@ when the receiver has the firing alert.
 The issue's target counts from the first event of a regression: that event waits for its window to
 close (at most one window step, plus the worker's grace) before the worker emits the window, so the
 budget left for this part is 10 s.
+
+``--full-chain`` also runs the whole chain once, from the first regressed ``RequestTiming`` on the
+request-timings topic: a ``tokenpulse worker`` subprocess (``python -m streams``, 10 s tumbling windows,
+1 s grace) -> WindowStats -> the same alerting path -> webhook. Three workloads regress at
+different phases of the window (0.1 s, a third and two thirds after a window boundary), since the wait
+for the window to close depends on it; the target there is one window step + 10 s = 20 s.
 
 Baseline in the same run: the bare transport of one Kafka hop plus one HTTP POST (a kafka-python consumer
 that posts each record it receives to the same receiver), so the ratio shows what the alerting
@@ -25,9 +31,11 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 from kafka import KafkaConsumer, KafkaProducer
@@ -35,9 +43,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from schemas import encode
 from sinks.notifiers import WebhookNotifier
 from sinks.runner import SinkRunner
-from sinks.testing import MINUTE_NS, make_window, settings_for, wait_until
+from sinks.testing import MINUTE_NS, make_timing, make_window, settings_for, wait_until
 from streams.alerting import AlertEngine
+from streams.cli import worker_argv
 from streams.rules import parse_rules
+from streams.testing import WorkerProcess, create_topics
 from tokenpulse.testing.services import InfluxEndpoint, unique_name
 
 BUDGET_S = 10.0
@@ -130,10 +140,10 @@ def alert_trials(bootstrap: str, receiver: Receiver, producer: KafkaProducer, tr
         for i in range(trials):
             workload = f"trial-{i}"
             healthy = [make_window(workload=workload, ttft_p95=400.0, window_end=end + k * MINUTE_NS) for k in range(3)]
+            target = engine.windows_seen + len(healthy)
             for window in healthy:
                 producer.send(topics.window_stats, encode(window), key=window.kafka_key())
             producer.flush()
-            target = engine.windows_seen + len(healthy)
             wait_until(functools.partial(_seen_at_least, engine, target), 60, "healthy windows", poll_s=0.01)
             time.sleep(0.5)  # the engine is idle in getmany again, as it is between real windows
             regressed = make_window(workload=workload, ttft_p95=800.0, window_end=end + 3 * MINUTE_NS)
@@ -144,6 +154,55 @@ def alert_trials(bootstrap: str, receiver: Receiver, producer: KafkaProducer, tr
     finally:
         runner.stop()
     return latencies
+
+
+def full_chain(bootstrap: str, receiver: Receiver, window_s: int = 10) -> list[float]:
+    """First regressed RequestTiming -> worker -> WindowStats -> alerting -> webhook, per workload."""
+    env = os.environ
+    server = InfluxEndpoint(env["TOKENPULSE_INFLUX_URL"], env["TOKENPULSE_INFLUX_TOKEN"],
+                            env.get("TOKENPULSE_INFLUX_ORG", "tokenpulse"), "unused")  # fmt: skip
+    prefix = unique_name("bench-chain")
+    settings = settings_for(bootstrap, server.with_new_bucket("bench-chain"), prefix)
+    topics = settings.topics
+    create_topics(bootstrap, [topics.request_timings, topics.request_timings_dlq, topics.window_stats], 2)
+    workloads = [f"chain-{j}" for j in range(3)]
+    regress_from: dict[str, float] = {}  # wall-clock seconds
+    first_regressed: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as data_dir:
+        child_env = dict(env, TOKENPULSE_KAFKA_BOOTSTRAP=bootstrap, TOKENPULSE_TOPIC_PREFIX=prefix,
+                         TOKENPULSE_DATA_DIR=data_dir)  # fmt: skip
+        argv = worker_argv(windows=(f"{window_s}s",), grace="1s", partitions=2, idle_close_s=5.0)
+        worker = WorkerProcess(argv, child_env, Path(data_dir) / "worker.log").start()
+        runner = SinkRunner(settings, RULES, [WebhookNotifier(receiver.url)], sinks=(), seed_baselines=False)
+        runner.start()
+        engine = runner.alert_engine
+        assert engine is not None
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        deadline = time.monotonic() + 240
+        try:
+            while len(first_regressed) < len(workloads) or not all(w in receiver.arrivals for w in workloads):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"full chain: no alert in time; worker log:\n{worker.log_tail()}")
+                if not regress_from and engine.windows_seen >= 5 * len(workloads):
+                    # Baselines are in; the regressions start 0.1 s, 1/3 and 2/3 of a window after the next
+                    # window boundary (event time is wall time here).
+                    boundary = (time.time() // window_s + 1) * window_s + 0.1
+                    regress_from = {w: boundary + j * window_s / len(workloads) for j, w in enumerate(workloads)}
+                for workload in workloads:
+                    now = time.perf_counter()
+                    regressed = workload in regress_from and time.time() >= regress_from[workload]
+                    timing = make_timing(started_at=time.time_ns(), workload=workload,
+                                         ttft_ms=800.0 if regressed else 400.0, e2e_ms=2000.0)  # fmt: skip
+                    producer.send(topics.request_timings, encode(timing), key=timing.kafka_key())
+                    if regressed and workload not in first_regressed:
+                        producer.flush()
+                        first_regressed[workload] = now
+                time.sleep(0.05)
+        finally:
+            producer.close()
+            runner.stop()
+            worker.stop()
+    return [receiver.arrivals[w] - first_regressed[w] for w in workloads]
 
 
 def _seen_at_least(engine: AlertEngine, windows: int) -> bool:
@@ -157,13 +216,15 @@ def _summary(values: list[float]) -> str:
 
 
 def main() -> None:
-    trials = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    trials = int(args[0]) if args else 10
     bootstrap = os.environ["TOKENPULSE_KAFKA_BOOTSTRAP"]
     receiver = Receiver()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     try:
         hop = transport_baseline(bootstrap, receiver, producer, trials)
         alert = alert_trials(bootstrap, receiver, producer, trials)
+        chain = full_chain(bootstrap, receiver) if "--full-chain" in sys.argv else None
     finally:
         producer.close()
         receiver.server.shutdown()
@@ -172,6 +233,11 @@ def main() -> None:
     print(f"alert path: WindowStats sent -> AlertEngine -> alerts topic -> webhook received: {_summary(alert)}")
     print(f"ratio alert path / baseline (medians): {statistics.median(alert) / statistics.median(hop):.1f}")
     print(f"worst alert path vs the {BUDGET_S:.0f} s left after the window step: {max(alert) / BUDGET_S:.3f} of budget")
+    if chain is not None:
+        figures = ", ".join(f"{latency:.1f} s" for latency in chain)
+        print(f"full chain (first regressed RequestTiming -> worker, 10 s windows -> alert -> webhook), "
+              f"regression starting 0.1 s, 1/3, 2/3 into a window: {figures}")  # fmt: skip
+        print(f"worst full chain vs target one window step + 10 s = 20 s: {max(chain) / 20.0:.2f} of target")
 
 
 if __name__ == "__main__":
