@@ -147,14 +147,12 @@ def run_child(mode: str, group: str, env: dict[str, str], args: argparse.Namespa
 def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Namespace, data_dir: Path) -> float:
     """Seconds from the group's first commit to its last, for ``workers`` worker processes."""
     from kafka import KafkaConsumer
-    from kafka.admin import KafkaAdminClient
 
     from streams.cli import worker_argv
 
     topic = f"{env['TOKENPULSE_TOPIC_PREFIX']}.request-timings"
-    admin = KafkaAdminClient(bootstrap_servers=env["TOKENPULSE_KAFKA_BOOTSTRAP"])
-    probe = KafkaConsumer(bootstrap_servers=env["TOKENPULSE_KAFKA_BOOTSTRAP"])
-    tps = [tp for tp in probe.end_offsets(_tps(probe, topic))]
+    probe = KafkaConsumer(bootstrap_servers=env["TOKENPULSE_KAFKA_BOOTSTRAP"], group_id=group, enable_auto_commit=False)
+    tps = _tps(probe, topic)
     end = sum(probe.end_offsets(tps).values())
     argv = worker_argv(partitions=args.partitions, extra=("--app-id", group, "--log-level", "warning"))
     procs = [
@@ -166,8 +164,7 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            offsets = admin.list_consumer_group_offsets(group)
-            committed = sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+            committed = sum(probe.committed(tp) or 0 for tp in tps)
             now = time.perf_counter()
             if committed and started is None:
                 started = (now, committed)
@@ -181,7 +178,6 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
             proc.terminate()
         for proc in procs:
             proc.wait(30)
-        admin.close()
         probe.close()
 
 
@@ -198,6 +194,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--skip-scale-out", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true", help="only the scale-out measurement")
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--mode", default="worker")
     parser.add_argument("--group", default="")
@@ -225,6 +222,16 @@ def main() -> None:
     data_dir = Path(f"/tmp/{prefix}")
     env = dict(os.environ, TOKENPULSE_TOPIC_PREFIX=prefix, TOKENPULSE_DATA_DIR=str(data_dir))
 
+    if not args.skip_throughput:
+        throughput(bootstrap, topic, env, args, data_dir)
+    if not args.skip_scale_out:
+        one = drain_time(1, f"{prefix}-one", env, args, data_dir / "one")
+        two = drain_time(2, f"{prefix}-two", env, args, data_dir / "two")
+        print(f"drain {args.events} events: 1 worker {one:.1f} s, 2 workers {two:.1f} s, speed-up x{one / two:.2f}")
+
+
+def throughput(bootstrap: str, topic: str, env: dict[str, str], args: argparse.Namespace, data_dir: Path) -> None:
+    prefix = env["TOKENPULSE_TOPIC_PREFIX"]
     ceiling = asyncio.run(raw_ceiling(bootstrap, topic, args.events, args.partitions))
     print(f"raw aiokafka getmany + decode + windows: {ceiling:,.0f} events/s (ceiling)")
     count = run_child("count", f"{prefix}-count", env, args, data_dir / "count")
@@ -235,10 +242,6 @@ def main() -> None:
     print(f"tokenpulse worker (decode, dedup, windows, acks after flush): {our_rate:,.0f} events/s")
     print(f"  ratio worker / count-only agent: {our_rate / count_rate:.2f}")
     print(f"  ratio worker / raw ceiling:      {our_rate / ceiling:.2f}")
-    if not args.skip_scale_out:
-        one = drain_time(1, f"{prefix}-one", env, args, data_dir / "one")
-        two = drain_time(2, f"{prefix}-two", env, args, data_dir / "two")
-        print(f"drain {args.events} events: 1 worker {one:.1f} s, 2 workers {two:.1f} s, speed-up x{one / two:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""Stream processing: validation and dead letters, event-time windows, quantile sketches (and, beside
+them, regression rules). The pure core is re-exported here; the faust worker lives in ``streams.app``
+(``build_worker``, ``run_worker``, ``WorkerConfig``) and is started by ``tokenpulse worker``."""
+
+from streams.aggregate import PaneAccumulator, StatsKey, window_stats
+from streams.dedup import DedupHorizon
+from streams.engine import Outcome, PartitionWindows, WindowConfig
+from streams.sketch import RELATIVE_ACCURACY, QuantileSketch
+from streams.watermark import Watermark
+from streams.windows import WindowSpec, WindowSpecError, pane_size_ns, parse_duration_ns, parse_window_specs
+
+__all__ = [
+    "RELATIVE_ACCURACY",
+    "DedupHorizon",
+    "Outcome",
+    "PaneAccumulator",
+    "PartitionWindows",
+    "QuantileSketch",
+    "StatsKey",
+    "Watermark",
+    "WindowConfig",
+    "WindowSpec",
+    "WindowSpecError",
+    "pane_size_ns",
+    "parse_duration_ns",
+    "parse_window_specs",
+    "window_stats",
+]
