@@ -196,6 +196,9 @@ class WindowProcessor:
                 else:
                     self.table.data[key] = value
             await asyncio.gather(*futures)
+            # A future of a buffered send can resolve before the broker has the record; flushing the producer
+            # makes every changelog record, window and dead letter durable before the acks below.
+            await self.table.app.producer.flush()
             for event in pending:
                 event.ack()  # Event.ack: marks the offset committable (Stream.ack only adds sensor calls)
             self.counters.dead_letters += len(dead)
