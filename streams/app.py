@@ -76,12 +76,6 @@ class WorkerCounters:
 
 
 @dataclass
-class _PartitionClock:
-    last_event_mono: float
-    max_event_ns_at_last_event: int
-
-
-@dataclass
 class _DeadLetter:
     key: bytes | None
     value: bytes | None
@@ -110,7 +104,9 @@ class WindowProcessor:
         self.monotonic = monotonic
         self.counters = WorkerCounters()
         self.partitions: dict[int, PartitionWindows] = {}
-        self._clocks: dict[int, _PartitionClock] = {}
+        self._last_event_mono: dict[int, float] = {}
+        self._sweep_base: dict[int, tuple[float, int]] = {}  # last event time -> event time at that moment
+        self._last_report_mono = monotonic()
         self._changed: set[int] = set()
         self._pending: list[Any] = []
         self._dead: list[_DeadLetter] = []
@@ -139,7 +135,7 @@ class WindowProcessor:
             state = self._restore(partition)
         state.handle(message.offset, timing)
         self._changed.add(partition)
-        self._clocks[partition] = _PartitionClock(self.monotonic(), state.watermark.max_event_ns)
+        self._last_event_mono[partition] = self.monotonic()
 
     def _restore(self, partition: int) -> PartitionWindows:
         records = [(k, v) for k, v in list(self.table.data.items()) if record_partition(k) == partition]
@@ -156,15 +152,39 @@ class WindowProcessor:
     def sweep_idle(self) -> None:
         """Let event time follow wall time on partitions that have been quiet for ``idle_close_s``."""
         now = self.monotonic()
-        for partition, clock in self._clocks.items():
-            idle_s = now - clock.last_event_mono
+        for partition, last_event in self._last_event_mono.items():
+            idle_s = now - last_event
             state = self.partitions.get(partition)
             if state is None or idle_s < self.config.idle_close_s:
                 continue
-            target = clock.max_event_ns_at_last_event + int(idle_s * NANOS_PER_SECOND)
+            base = self._sweep_base.get(partition)
+            if base is None or base[0] != last_event:
+                base = self._sweep_base[partition] = (last_event, state.watermark.max_event_ns)
+            target = base[1] + int(idle_s * NANOS_PER_SECOND)
             if target > state.watermark.max_event_ns:
                 state.advance_event_time(target)
                 self._changed.add(partition)
+
+    def report(self, every_s: float = 30.0) -> None:
+        """Log the counters (consumed, dead letters, duplicates, late, replayed) every ``every_s``."""
+        now = self.monotonic()
+        if now - self._last_report_mono < every_s:
+            return
+        self._last_report_mono = now
+        totals = {"duplicates": 0, "late": 0, "replayed": 0}
+        for state in self.partitions.values():
+            totals["duplicates"] += state.counters.duplicates
+            totals["late"] += state.counters.late
+            totals["replayed"] += state.counters.replayed
+        log.info(
+            "consumed %d, dead letters %d, windows emitted %d, duplicates %d, late %d, replayed %d",
+            self.counters.consumed,
+            self.counters.dead_letters,
+            self.counters.emitted,
+            totals["duplicates"],
+            totals["late"],
+            totals["replayed"],
+        )
 
     async def flush(self) -> None:
         """Send dead letters, emitted windows and changed state; wait for them; then ack the events."""
@@ -209,7 +229,8 @@ class WindowProcessor:
         """Forget partitions this worker no longer owns (their state lives on in the changelog)."""
         for partition in partitions:
             self.partitions.pop(partition, None)
-            self._clocks.pop(partition, None)
+            self._last_event_mono.pop(partition, None)
+            self._sweep_base.pop(partition, None)
 
 
 @dataclass
@@ -283,6 +304,7 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
     async def tick() -> None:
         processor.sweep_idle()
         await processor.flush()
+        processor.report()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
