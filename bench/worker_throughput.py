@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 NANOS = 1_000_000_000
 
@@ -66,7 +67,7 @@ def child(args: argparse.Namespace) -> None:
                         profiler.enable()
                 state["count"] += 1
 
-        @app.timer(0.1)
+        @app.timer(0.1)  # type: ignore[untyped-decorator]
         async def done() -> None:
             if state["count"] >= args.events:
                 report()
@@ -86,7 +87,7 @@ def child(args: argparse.Namespace) -> None:
 
         processor.on_message = on_message  # type: ignore[method-assign]
 
-        @app.timer(0.1)
+        @app.timer(0.1)  # type: ignore[untyped-decorator]
         async def done() -> None:
             state["count"] = processor.counters.consumed
             if state["count"] >= args.events and processor.pending == 0:
@@ -128,7 +129,7 @@ async def raw_ceiling(bootstrap: str, topic: str, events: int, partitions: int) 
     return seen / (time.perf_counter() - first)
 
 
-def run_child(mode: str, group: str, env: dict[str, str], args: argparse.Namespace, data_dir: Path) -> dict:
+def run_child(mode: str, group: str, env: dict[str, str], args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     argv = [sys.executable, __file__, "--child", "--mode", mode, "--group", group, "--events", str(args.events),
             "--partitions", str(args.partitions), "--data-dir", str(data_dir)]  # fmt: skip
     if args.profile:
@@ -141,7 +142,8 @@ def run_child(mode: str, group: str, env: dict[str, str], args: argparse.Namespa
         raise SystemExit(f"{mode} child failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     if args.profile:
         print(f"--- profile of {mode} (tottime) ---\n{result.stderr[-6000:]}")
-    return json.loads(lines[-1])
+    result_doc: dict[str, Any] = json.loads(lines[-1])
+    return result_doc
 
 
 def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Namespace, data_dir: Path) -> float:
@@ -170,7 +172,7 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
                 started = (now, committed)
             if committed >= end and started is not None:
                 # rate over the events committed after the first commit, scaled to the whole backlog
-                return (now - started[0]) * end / max(end - started[1], 1)
+                return float((now - started[0]) * end / max(end - started[1], 1))
             time.sleep(0.1)
         raise SystemExit(f"{workers} worker(s) did not drain the backlog")
     finally:
@@ -181,7 +183,7 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
         probe.close()
 
 
-def _tps(consumer, topic):  # type: ignore[no-untyped-def]
+def _tps(consumer: Any, topic: str) -> list[Any]:
     from kafka import TopicPartition
 
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
