@@ -195,7 +195,7 @@ class KafkaInfluxSink:
             with contextlib.suppress(asyncio.CancelledError, KafkaError):
                 await fetch
             if pending is not None and not pending.done():
-                self._stop_writes.set()
+                self.request_stop()
                 with contextlib.suppress(WriteAborted):
                     await pending
             await self._consumer.stop()
