@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -61,3 +62,25 @@ def test_baseline_survives_a_restart(kafka_bootstrap, influx, topic_prefix) -> N
     assert (alert.state, alert.rule, alert.value, alert.baseline) == ("firing", "ttft-regression", 800.0, 400.0)
     # Without the seed the same window meets an empty baseline and nothing fires.
     assert RuleEngine(RULES).observe(regressed) == []
+
+
+def test_unreachable_influx_leaves_baselines_empty_and_alerting_running(kafka_bootstrap, influx, topic_prefix) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there any more
+    settings = settings_for(kafka_bootstrap, influx, topic_prefix)
+    settings = settings.model_copy(update={"influx_url": f"http://127.0.0.1:{port}"})
+    runner = SinkRunner(settings, RULES, sinks=())
+    runner.start()
+    try:
+        assert runner.baseline_values_seeded == 0
+        engine = runner.alert_engine
+        assert engine is not None
+        end = (time.time_ns() // MINUTE_NS - 10) * MINUTE_NS
+        windows = [make_window(ttft_p95=v, window_end=end + i * MINUTE_NS) for i, v in enumerate([400.0] * 3 + [800.0])]
+        produce(kafka_bootstrap, settings.topics.window_stats, windows)
+        wait_until(lambda: len(engine.alerts) == 1, 60, "the alert from the stream-built baseline")
+    finally:
+        runner.stop()
+    assert engine.alerts[0].baseline == 400.0
