@@ -27,7 +27,8 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from schemas import RequestTiming, SchemaError, decode, encode
+from schemas import SchemaError, encode
+from streams.decoding import decode_timing
 from streams.engine import PartitionWindows, WindowConfig, record_partition
 from tokenpulse.config import Settings
 
@@ -124,9 +125,7 @@ class WindowProcessor:
         self.counters.consumed += 1
         raw = message.value
         try:
-            if raw is None:
-                raise SchemaError("empty value (tombstone) where a RequestTiming was expected")
-            timing = decode(RequestTiming, raw)
+            timing = decode_timing(raw)
         except SchemaError as exc:
             self._dead.append(_DeadLetter(message.key, raw, str(exc)))
             return
