@@ -8,6 +8,7 @@ from a restored state), and weights are always 1, so bin counts are integers.
 
 from __future__ import annotations
 
+import math
 from array import array
 from bisect import bisect_right
 from itertools import accumulate
@@ -77,9 +78,15 @@ class CompactDenseStore(DenseStore):  # type: ignore[misc]
         self.offset -= shift
 
 
+_MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)  # immutable: shared by every sketch
+_MULTIPLIER: float = _MAPPING._multiplier
+_KEY_OFFSET: float = _MAPPING._offset
+_MIN_POSITIVE: float = _MAPPING.min_possible
+
+
 def _new_ddsketch() -> BaseDDSketch:
     return BaseDDSketch(
-        mapping=LogarithmicMapping(RELATIVE_ACCURACY),
+        mapping=_MAPPING,
         store=CompactDenseStore(),
         negative_store=CompactDenseStore(),
         zero_count=0.0,
@@ -95,7 +102,25 @@ class QuantileSketch:
         self._sketch = _new_ddsketch()
 
     def add(self, value: float) -> None:
-        self._sketch.add(value)
+        """``DDSketch.add(value)`` with weight 1, inlined for the common case (a positive value whose bin is
+        already in the store's range): the same key formula as ``LogarithmicMapping.key``, the same bins."""
+        sketch = self._sketch
+        if value > _MIN_POSITIVE:
+            store = sketch._store
+            key = int(math.ceil(math.log(value, 2) * _MULTIPLIER) + _KEY_OFFSET)
+            if store.min_key <= key <= store.max_key:
+                store.bins[key - store.offset] += 1.0
+                store.count += 1.0
+            else:
+                store.add(key, 1.0)
+            sketch._count += 1.0
+            sketch._sum += value
+            if value < sketch._min:
+                sketch._min = value
+            if value > sketch._max:
+                sketch._max = value
+        else:
+            sketch.add(value)
 
     def merge(self, other: QuantileSketch) -> None:
         """Add every value of ``other`` to this sketch (exact: both use the same bin mapping)."""

@@ -85,3 +85,18 @@ def test_fast_quantiles_equal_ddsketch_reference(name):
     reference = [min(float(raw.get_quantile_value(q)), float(raw._max)) for q in (0.5, 0.95, 0.99)]
     quantiles = sketch.quantiles()
     assert [quantiles.p50, quantiles.p95, quantiles.p99] == reference
+
+
+def test_inlined_add_fills_the_same_bins_as_ddsketch():
+    from ddsketch import DDSketch
+
+    rng = np.random.default_rng(11)
+    values = np.concatenate([rng.lognormal(5, 2, 3000), [0.0, 1e-12, 5e-324, 1e9, 0.5, 0.5, 123.0]])
+    ours, reference = QuantileSketch(), DDSketch(RELATIVE_ACCURACY)
+    for value in values.tolist():
+        ours.add(value)
+        reference.add(value)
+    for q in (0.0, 0.01, 0.5, 0.95, 0.99, 1.0):
+        assert ours._sketch.get_quantile_value(q) == reference.get_quantile_value(q)
+    assert (ours.count, ours._sketch._sum, ours._sketch._min) == (reference.count, reference.sum, reference._min)
+    assert ours._sketch._zero_count == reference._zero_count
