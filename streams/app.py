@@ -140,13 +140,30 @@ class WindowProcessor:
         records = [(k, v) for k, v in list(self.table.data.items()) if record_partition(k) == partition]
         state = PartitionWindows.restore(partition, self.window_config, records)
         log.info(
-            "partition %d: restored %d open panes, event time %d",
+            "partition %d: restored %d open panes from %d changelog records, event time %d, last offset %d",
             partition,
             state.open_panes,
+            len(records),
             state.watermark.max_event_ns,
+            state.last_offset,
         )
         self.partitions[partition] = state
         return state
+
+    def on_assigned(self, partitions: Iterable[int]) -> None:
+        """Rebuild every newly assigned partition from the recovered table, before its events flow.
+
+        Called when faust has finished recovering the changelog (``on_rebalance_complete``), so a partition
+        whose windows are open but which gets no further event still has them closed by the idle sweep,
+        and the restore never races a replayed event. The lazy restore in ``on_message`` stays as a guard.
+        """
+        now = self.monotonic()
+        for partition in sorted(partitions):
+            if partition in self.partitions:
+                continue
+            state = self._restore(partition)
+            if state.open_panes:
+                self._last_event_mono.setdefault(partition, now)
 
     def sweep_idle(self) -> None:
         """Let event time follow wall time on partitions that have been quiet for ``idle_close_s``."""
@@ -304,6 +321,12 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
         processor.sweep_idle()
         await processor.flush()
         processor.report()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def on_rebalance_complete(sender: Any, **_: Any) -> None:
+        # sent by faust's recovery after the changelog is read, before the streams resume
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.request_timings}
+        processor.on_assigned(assigned)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:

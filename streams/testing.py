@@ -168,6 +168,18 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
     return sent
 
 
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offset of every partition of ``topic`` (0 where none is committed)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in partitions}
+    finally:
+        consumer.close()
+
+
 def timing_records(events: Iterable[RequestTiming]) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` as the probes publish them: key ``provider/model``, value the event JSON."""
     for event in events:

@@ -53,3 +53,25 @@ def test_idle_partition_event_time_follows_wall_time_and_closes_the_last_window(
     emitted = state.take_emitted()
     assert [(s.window_end - DEFAULT_START_NS, s.count) for s in emitted] == [(60 * S, 1)]
     assert state.open_panes == 0
+
+
+def test_assigned_partitions_are_restored_eagerly_and_quiet_ones_still_close():
+    clock = FakeClock()
+    config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0)
+    before = PartitionWindows(2, config.window_config())
+    event = TimingFactory(seed=3).event(TimingKey("sim", "m"), DEFAULT_START_NS + 30 * S)
+    before.handle(7, event)
+    table = SimpleNamespace(data=dict(before.changelog_records()))
+    processor = WindowProcessor(
+        config, table=table, stats_topic=None, dlq_topic=None, source_topic="t.request-timings",
+        monotonic=lambda: clock.monotonic_ns() / S,
+    )  # fmt: skip
+    processor.on_assigned([2, 3])
+    restored = processor.partitions[2]
+    assert (restored.open_panes, restored.last_offset) == (1, 7)
+    assert processor.partitions[3].open_panes == 0
+    restored.handle(7, event)  # the uncommitted event replayed after the crash: skipped, not counted twice
+    assert restored.counters.replayed == 1
+    clock.advance(s=40)  # no further event on partition 2: the idle sweep closes its restored window
+    processor.sweep_idle()
+    assert [(s.window_end - DEFAULT_START_NS, s.count) for s in restored.take_emitted()] == [(60 * S, 1)]
