@@ -90,7 +90,7 @@ def main() -> None:
     with SimulatorProcess(config) as sim, kafka_publisher(args.kafka) as publisher:
         url = sim.endpoint_url("sim")
         for rep in range(args.reps):
-            runs = {
+            runs: dict[str, Callable[[], list[float]]] = {
                 "timer": lambda: run_async(timer_lag(n, plain_sleep), args.loop),
                 "precise timer": lambda: run_async(timer_lag(n, sleep_until), args.loop),
                 "bare httpx": lambda: run_async(bare_httpx_lag(url, n), args.loop),

@@ -36,12 +36,12 @@ def test_baseline_survives_a_restart(kafka_bootstrap, influx, topic_prefix) -> N
     before.start()
     try:
         produce(kafka_bootstrap, topic, healthy)
-        engine = before.alert_engine
-        assert engine is not None
-        wait_until(lambda: engine.windows_seen == 5, 60, "the healthy windows to be evaluated")
+        first = before.alert_engine
+        assert first is not None
+        wait_until(lambda: first.windows_seen == 5, 60, "the healthy windows to be evaluated")
         with influx.client() as client:
             wait_until(lambda: flux_count(client, influx.bucket, "llm_window", "ttft_p95_ms") == 5, 60, "llm_window")
-        assert engine.alerts == []
+        assert first.alerts == []
     finally:
         before.stop()
 

@@ -81,7 +81,7 @@ def test_point_without_fields_is_rejected() -> None:
         build_line("m", {"a": "b"}, {"x": None}, 1)
 
 
-_name = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30).filter(
+_name = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=30).filter(
     lambda s: s.strip() == s and s.strip() != ""
 )
 

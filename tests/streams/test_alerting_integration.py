@@ -7,11 +7,12 @@ import json
 import threading
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from pydantic import AnyUrl, BaseModel, ConfigDict
 
-from sinks.notifiers import AlertmanagerNotifier, SlackNotifier, WebhookNotifier
+from sinks.notifiers import AlertmanagerNotifier, Notifier, SlackNotifier, WebhookNotifier
 from sinks.runner import SinkRunner
 from sinks.testing import BASE_NS, MINUTE_NS, flux_count, make_window, produce, settings_for, wait_until
 from streams.rules import parse_rules
@@ -23,7 +24,7 @@ class Receiver:
     """A real HTTP server that records JSON bodies; the first ``fail_first`` requests get a 503."""
 
     def __init__(self, fail_first: int = 0) -> None:
-        self.bodies: list[tuple[str, object]] = []
+        self.bodies: list[tuple[str, Any]] = []
         self.fail_first = fail_first
         receiver = self
 
@@ -75,7 +76,7 @@ RULES = {
 def test_regression_fires_once_and_resolves_once(kafka_bootstrap, influx, topic_prefix) -> None:
     settings = settings_for(kafka_bootstrap, influx, topic_prefix)
     webhook, slack, alertmanager = Receiver(fail_first=2), Receiver(), Receiver()
-    notifiers = [
+    notifiers: list[Notifier] = [
         WebhookNotifier(webhook.url + "/hook"),
         SlackNotifier(slack.url + "/services/T000/B000/secret"),
         AlertmanagerNotifier(alertmanager.url, generator_url="http://tokenpulse.local/alerts"),
