@@ -211,6 +211,8 @@ def plot_report(report: TrendReport, path: Path) -> Path:
         ("cost_per_1k_tokens", "cost per 1k tokens (USD)"),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(13, 8), sharex=True)
+    days = sorted({r.day for r in report.rows})
+    day_ticks = mdates.DayLocator(interval=max(1, len(days) // 10))  # type: ignore[no-untyped-call]
     for ax, (attr, title) in zip(axes.flat, panels, strict=True):
         for label, items in sorted(series.items()):
             points = [(r.day, getattr(r, attr)) for r in items if getattr(r, attr) is not None]
@@ -218,7 +220,13 @@ def plot_report(report: TrendReport, path: Path) -> Path:
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=label)
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(day_ticks)
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))  # type: ignore[no-untyped-call]
+    if days:  # pad by half a day so a single day sits in the middle instead of on an auto-scaled year axis
+        pad = timedelta(hours=12)
+        axes.flat[0].set_xlim(
+            datetime.combine(days[0], datetime.min.time()) - pad, datetime.combine(days[-1], datetime.min.time()) + pad
+        )
     axes.flat[0].legend(fontsize="small")
     scope = f" - workload {report.workload}" if report.workload else ""
     fig.suptitle(f"tokenpulse trends, last {report.since}{scope}")
