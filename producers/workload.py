@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from producers.errors import WorkloadError
 from producers.timing import Prices
+from tokenpulse.yamlfile import read_yaml_mapping
 
 _FIXES: dict[str, str] = {
     "kind": "use 'openai' (any OpenAI-compatible API) or 'cerebras'",
@@ -176,14 +176,7 @@ class Prompt(BaseModel):
 
 def load_workload(path: Path) -> Workload:
     """Read and validate a workload YAML file."""
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise WorkloadError(f"cannot read workload file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise WorkloadError(f"workload file {path} is not valid YAML: {exc}") from None
-    if not isinstance(document, dict):
-        raise WorkloadError(f"workload file {path} must be a mapping with name, endpoints, prompts, schedule")
+    document = read_yaml_mapping(path, "workload file", WorkloadError, "name, endpoints, prompts, schedule")
     workload = parse_workload(document, source=str(path))
     if workload.prompts.file is not None and not workload.prompts.file.is_absolute():
         resolved = Prompts(file=path.parent / workload.prompts.file)

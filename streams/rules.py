@@ -27,11 +27,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas import Alert, Severity, WindowStats
 from tokenpulse.errors import TokenpulseError
+from tokenpulse.yamlfile import read_yaml_mapping
 
 Metric = Literal[
     "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "ttft_max_ms",
@@ -228,13 +228,7 @@ def parse_rules(document: Any, source: str = "rules") -> RuleSet:
 
 def load_rules(path: Path) -> RuleSet:
     """Read and validate a rules YAML file."""
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise RulesError(f"cannot read rules file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise RulesError(f"rules file {path} is not valid YAML: {exc}") from None
-    return parse_rules(document, str(path))
+    return parse_rules(read_yaml_mapping(path, "rules file", RulesError, "a 'rules' list"), str(path))
 
 
 @dataclass

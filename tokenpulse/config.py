@@ -12,12 +12,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tokenpulse.errors import TokenpulseError
+from tokenpulse.yamlfile import read_yaml_mapping
 
-class ConfigError(ValueError):
+
+class ConfigError(TokenpulseError, ValueError):
     """Invalid configuration; the message names the field and the fix."""
 
 
@@ -130,14 +132,7 @@ def load_settings(config_file: Path | None = None, home: Path | None = None) -> 
     values: dict[str, Any] = stack_connection(home or default_home())
     config_file = config_file or (Path(os.environ["TOKENPULSE_CONFIG"]) if "TOKENPULSE_CONFIG" in os.environ else None)
     if config_file is not None:
-        try:
-            loaded = yaml.safe_load(config_file.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {config_file} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {config_file} must be a mapping of settings")
+        loaded = read_yaml_mapping(config_file, "config file", ConfigError, "settings such as kafka_bootstrap")
         values.update(loaded)
     try:
         return Settings(**values)
