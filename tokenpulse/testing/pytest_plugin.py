@@ -71,25 +71,23 @@ def topic_prefix() -> str:
     return unique_name("t")
 
 
-@pytest.fixture
-def restartable_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableService]:
-    """A private native broker the test may stop, kill and start again on the same port."""
+def _private_service(factory: pytest.TempPathFactory, service: str) -> Iterator[RestartableService]:
     try:
-        svc = RestartableService(tmp_path_factory.mktemp("kafka-private"), "kafka")
+        svc = RestartableService(factory.mktemp(f"{service}-private"), service)
     except Exception as exc:
-        _unavailable(f"private native Kafka: {exc}")
+        _unavailable(f"private native {service}: {exc}")
         raise
     yield svc
     svc.close()
+
+
+@pytest.fixture
+def restartable_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableService]:
+    """A private native broker the test may stop, kill and start again on the same port."""
+    yield from _private_service(tmp_path_factory, "kafka")
 
 
 @pytest.fixture
 def restartable_influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableService]:
     """A private native influxd the test may stop and start again on the same port."""
-    try:
-        svc = RestartableService(tmp_path_factory.mktemp("influx-private"), "influx")
-    except Exception as exc:
-        _unavailable(f"private native influxd: {exc}")
-        raise
-    yield svc
-    svc.close()
+    yield from _private_service(tmp_path_factory, "influx")
