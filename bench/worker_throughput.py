@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import itertools
 import json
 import os
 import pstats
+import re
 import subprocess
 import sys
 import time
@@ -146,8 +148,25 @@ def run_child(mode: str, group: str, env: dict[str, str], args: argparse.Namespa
     return result_doc
 
 
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
 def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Namespace, data_dir: Path) -> float:
-    """Seconds from the group's first commit to its last, for ``workers`` worker processes."""
+    """Seconds from the group's first commit to its last, for ``workers`` worker processes.
+
+    Also prints the CPU each worker used over that interval and how busy the whole machine was (in cores),
+    so a scale-out figure on a shared 2-core machine can be read against what CPU was actually free.
+    """
     from kafka import KafkaConsumer
 
     from streams.cli import worker_argv
@@ -155,24 +174,46 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
     topic = f"{env['TOKENPULSE_TOPIC_PREFIX']}.request-timings"
     probe = KafkaConsumer(bootstrap_servers=env["TOKENPULSE_KAFKA_BOOTSTRAP"], group_id=group, enable_auto_commit=False)
     tps = _tps(probe, topic)
-    end = sum(probe.end_offsets(tps).values())
-    argv = worker_argv(partitions=args.partitions, extra=("--app-id", group, "--log-level", "warning"))
+    backlog = {tp.partition: offset for tp, offset in probe.end_offsets(tps).items()}
+    end = sum(backlog.values())
+    if workers > 1:
+        bound = _best_speed_up(list(backlog.values()), workers)
+        print(f"  backlog per partition {dict(sorted(backlog.items()))}: "
+              f"an even split of the partitions allows at most x{bound:.2f}")  # fmt: skip
+    argv = worker_argv(partitions=args.partitions, extra=("--app-id", group, "--log-level", "info"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logs = [(data_dir / f"w{i}.log").open("wb") for i in range(workers)]  # rebalances and restores, for reading
     procs = [
         subprocess.Popen(argv, env=dict(env, TOKENPULSE_DATA_DIR=str(data_dir / f"w{i}")),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for i in range(workers)
+                         stdout=log, stderr=subprocess.STDOUT)
+        for i, log in enumerate(logs)
     ]  # fmt: skip
+    marks: list[str] = []
     started = None
+    cpu_start: tuple[list[int], tuple[int, int]] = ([], (0, 0))
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             committed = sum(probe.committed(tp) or 0 for tp in tps)
             now = time.perf_counter()
+            while started is not None and len(marks) < 3 and committed >= end * (len(marks) + 1) // 4:
+                marks.append(f"{100 * (len(marks) + 1) // 4}% at {now - started[0]:.1f} s")
             if committed and started is None:
                 started = (now, committed)
+                cpu_start = ([_cpu_ticks(p.pid) for p in procs], _machine_ticks())
             if committed >= end and started is not None:
                 # rate over the events committed after the first commit, scaled to the whole backlog
-                return float((now - started[0]) * end / max(end - started[1], 1))
+                elapsed = now - started[0]
+                hz = os.sysconf("SC_CLK_TCK")
+                ticks = zip(procs, cpu_start[0], strict=True)
+                per_worker = [(_cpu_ticks(p.pid) - t0) / hz / elapsed for p, t0 in ticks]
+                busy, total = _machine_ticks()
+                cores = os.cpu_count() or 1
+                machine = (busy - cpu_start[1][0]) / max(total - cpu_start[1][1], 1) * cores
+                print(f"  {workers} worker(s): CPU per worker {', '.join(f'{c:.2f}' for c in per_worker)} cores, "
+                      f"machine busy {machine:.2f} of {cores} cores over the drain; committed {', '.join(marks)}, "
+                      f"100% at {elapsed:.1f} s; logs {data_dir}/w*.log")  # fmt: skip
+                return float(elapsed * end / max(end - started[1], 1))
             time.sleep(0.1)
         raise SystemExit(f"{workers} worker(s) did not drain the backlog")
     finally:
@@ -180,7 +221,34 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
             proc.terminate()
         for proc in procs:
             proc.wait(30)
+        for log in logs:
+            log.close()
+        if workers > 1:
+            _print_assignment(data_dir, workers, backlog)
         probe.close()
+
+
+def _print_assignment(data_dir: Path, workers: int, backlog: dict[int, int]) -> None:
+    """Which partitions each worker restored (its last assignment) and the speed-up that split allows."""
+    shares = []
+    for i in range(workers):
+        text = (data_dir / f"w{i}.log").read_text(errors="replace")
+        owned = sorted({int(m) for m in re.findall(r"partition (\d+): restored", text)})
+        shares.append((owned, sum(backlog.get(p, 0) for p in owned)))
+    busiest = max(load for _, load in shares) or 1
+    print(f"  partitions per worker {[owned for owned, _ in shares]}: this split allows at most "
+          f"x{sum(backlog.values()) / busiest:.2f}")  # fmt: skip
+
+
+def _best_speed_up(loads: list[int], workers: int) -> float:
+    """Total over the busiest worker's share, for the best assignment of equally many partitions each."""
+    best = sum(loads)
+    per_worker = -(-len(loads) // workers)
+    for groups in itertools.product(range(workers), repeat=len(loads)):
+        if max(groups.count(w) for w in range(workers)) > per_worker:
+            continue
+        best = min(best, max(sum(n for n, g in zip(loads, groups, strict=True) if g == w) for w in range(workers)))
+    return sum(loads) / max(best, 1)
 
 
 def _tps(consumer: Any, topic: str) -> list[Any]:
