@@ -21,8 +21,24 @@ def encode(event: BaseModel) -> bytes:
     return event.__pydantic_serializer__.to_json(event, exclude_none=False)
 
 
-def decode(model: type[EventT], raw: bytes | str) -> EventT:
-    """Parse and validate ``raw`` as ``model``; raise ``SchemaError`` naming the problem."""
+def decode(model: type[EventT], raw: bytes | str | None) -> EventT:
+    """Parse and validate ``raw`` as ``model``; raise ``SchemaError`` naming the problem.
+
+    Valid events take pydantic-core's one-pass JSON validation; anything it rejects, or an event that
+    leaves ``schema_version`` out, goes through the step-by-step path below, which names the problem.
+    """
+    if raw is None:
+        raise SchemaError(f"record has no value (tombstone) where a {model.__name__} was expected")
+    try:
+        event = model.model_validate_json(raw)
+    except ValueError:  # pydantic_core.ValidationError is one
+        return _decode_explained(model, raw)
+    if "schema_version" not in event.model_fields_set:
+        return _decode_explained(model, raw)
+    return event
+
+
+def _decode_explained(model: type[EventT], raw: bytes | str) -> EventT:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -7,6 +7,7 @@ timestamps are rejected, so a consumer either gets a valid event or a clear reas
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import uuid
@@ -72,12 +73,7 @@ class RequestTiming(_Event):
     @field_validator("endpoint")
     @classmethod
     def _endpoint_has_no_credentials(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("endpoint must be an http(s) URL: scheme://host/path")
-        if parts.username or parts.password or parts.query or parts.fragment:
-            raise ValueError("endpoint must be scheme://host/path only: no user info, query or fragment")
-        return value
+        return _checked_endpoint(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> RequestTiming:
@@ -91,6 +87,16 @@ class RequestTiming(_Event):
 
     def kafka_key(self) -> bytes:
         return f"{self.provider}/{self.model}".encode()
+
+
+@functools.lru_cache(maxsize=1024)  # a deployment probes few endpoints; every event repeats one of them
+def _checked_endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("endpoint must be an http(s) URL: scheme://host/path")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("endpoint must be scheme://host/path only: no user info, query or fragment")
+    return value
 
 
 class Quantiles(_Event):

@@ -22,8 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel
 
-from schemas import SchemaError
-from sinks.decoding import FastDecoder
+from schemas import SchemaError, decode
 from sinks.writer import InfluxWriter, WriteAborted, WriteResult
 
 log = logging.getLogger(__name__)
@@ -73,16 +72,15 @@ class SinkStats:
 
 
 class EventLineCodec(Generic[EventT]):
-    """Turns a record's bytes into one line of ``measurement``: ``FastDecoder`` (``schemas.decode``'s
-    semantics: an invalid record raises ``SchemaError``) and then a pure line builder."""
+    """Turns a record's bytes into one line of ``measurement``: ``schemas.decode`` (an invalid record raises
+    ``SchemaError``) and then a pure line builder."""
 
     def __init__(self, model: type[EventT], to_line: Callable[[EventT], str]) -> None:
         self.model = model
         self.to_line = to_line
-        self.decoder = FastDecoder(model)
 
     def __call__(self, raw: bytes | None) -> str:
-        return self.to_line(self.decoder.decode(raw))
+        return self.to_line(decode(self.model, raw))
 
 
 class KafkaInfluxSink:
