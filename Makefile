@@ -29,8 +29,12 @@ pytest: setup
 
 test: lint pytest
 
+# Every benchmark against the local stack (started if needed); each prints its own baseline and ratios.
 bench: setup
-	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	$(BIN)/tokenpulse stack up >/dev/null
+	eval "$$($(BIN)/tokenpulse stack env)" && for script in bench/*.py; do \
+	  case $$script in *_common.py) continue ;; esac; \
+	  echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
