@@ -214,13 +214,18 @@ def roundtrip_check(bootstrap: str, timeout_s: float = 10.0) -> None:
         meta = producer.send(topic, token).get(timeout=timeout_s)
     finally:
         producer.close()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=timeout_ms)
+    # A group commit as well: it makes the broker create __consumer_offsets, so "ready" also means that
+    # consumer groups (faust, the sinks) find their coordinator at once.
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=topic, enable_auto_commit=False, consumer_timeout_ms=timeout_ms
+    )
     try:
         tp = TopicPartition(topic, meta.partition)
         consumer.assign([tp])
         consumer.seek(tp, meta.offset)
         for record in consumer:
             if record.value == token:
+                consumer.commit()
                 return
         raise TimeoutError("produced health record was not read back")
     finally:
