@@ -5,7 +5,8 @@ worker, and scale-out (2 workers vs 1 in one consumer group), all on the same to
     .venv/bin/python bench/worker_throughput.py [--events 200000] [--keys 20] [--partitions 6] [--profile]
 
 Figures are events/s and ratios within this run (the machine is shared, absolute numbers drift).
-Event time: 20 keys, each probed about every 0.4 s (200,000 events span ~67 minutes of event time).
+Event time: 24 keys chosen so each partition gets the same backlog (``--unbalanced``: keys as they come),
+each probed about every 0.5 s (200,000 events span ~70 minutes of event time).
 """
 
 from __future__ import annotations
@@ -260,7 +261,12 @@ def _tps(consumer: Any, topic: str) -> list[Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--keys", type=int, default=20)
+    parser.add_argument("--keys", type=int, default=24, help="a multiple of --partitions")
+    parser.add_argument(
+        "--unbalanced",
+        action="store_true",
+        help="keys as they come (partitions get unequal backlogs) instead of balanced ones",
+    )
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--skip-scale-out", action="store_true")
@@ -274,7 +280,7 @@ def main() -> None:
         child(args)
         return
 
-    from streams.testing import TimingFactory, create_topics, default_keys, produce, timing_records
+    from streams.testing import TimingFactory, balanced_keys, create_topics, default_keys, produce, timing_records
 
     bootstrap = os.environ.get("TOKENPULSE_KAFKA_BOOTSTRAP")
     if not bootstrap:
@@ -282,7 +288,7 @@ def main() -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     topic = f"{prefix}.request-timings"
     create_topics(bootstrap, [topic, f"{prefix}.window-stats", f"{prefix}.request-timings.dlq"], args.partitions)
-    keys = default_keys(args.keys)
+    keys = default_keys(args.keys) if args.unbalanced else balanced_keys(args.keys, args.partitions)
     records = list(timing_records(TimingFactory(seed=1).stream(keys, args.events, interval_ns=NANOS * 2 // 100)))
     size = sum(len(v) for _, v in records) / len(records)
     t = time.perf_counter()

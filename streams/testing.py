@@ -37,6 +37,26 @@ def default_keys(count: int) -> list[TimingKey]:
     return [TimingKey(providers[i % len(providers)], f"model-{i}", "chat" if i % 3 else "rag") for i in range(count)]
 
 
+def balanced_keys(count: int, partitions: int) -> list[TimingKey]:
+    """``count`` keys (a multiple of ``partitions``) whose ``provider/model`` record keys hash to every
+    partition equally often under Kafka's default partitioner, so a scale-out measurement measures the
+    workers rather than how a handful of keys happened to hash."""
+    from kafka.partitioner.default import murmur2
+
+    if count % partitions:
+        raise ValueError(f"count {count} must be a multiple of partitions {partitions}")
+    per_partition = count // partitions
+    chosen: dict[int, list[TimingKey]] = {p: [] for p in range(partitions)}
+    candidate = 0
+    while any(len(keys) < per_partition for keys in chosen.values()):
+        key = default_keys(candidate + 1)[candidate]
+        partition = (murmur2(f"{key.provider}/{key.model}".encode()) & 0x7FFFFFFF) % partitions
+        if len(chosen[partition]) < per_partition:
+            chosen[partition].append(key)
+        candidate += 1
+    return [key for p in range(partitions) for key in chosen[p]]
+
+
 class TimingFactory:
     """Builds valid ``RequestTiming`` events from a seeded random generator."""
 
