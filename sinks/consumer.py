@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ class KafkaInfluxSink:
         poll_timeout_ms: int = 200,
         yield_every: int = 1000,
         auto_offset_reset: str = "earliest",
+        max_inflight_writes: int = 2,
     ) -> None:
         self.name = name
         self.topic = topic
@@ -111,9 +113,10 @@ class KafkaInfluxSink:
         self.max_records = max_records
         self.poll_timeout_ms = poll_timeout_ms
         self.yield_every = yield_every
+        self.max_inflight_writes = max_inflight_writes
         self.stats = SinkStats()
         self._stop_writes = threading.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"influx-writer-{name}")
+        self._executor = ThreadPoolExecutor(max_workers=max_inflight_writes, thread_name_prefix=f"influx-writer-{name}")
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
@@ -166,7 +169,10 @@ class KafkaInfluxSink:
         """Consume until ``stop`` is set; the last acknowledged batch is committed before returning."""
         await self._consumer.start()
         loop = asyncio.get_running_loop()
-        pending: asyncio.Task[None] | None = None
+        # Up to ``max_inflight_writes`` batches are written at once (InfluxDB parses one while the next
+        # arrives); each batch commits only after its own write and every earlier batch's commit, so the
+        # committed offset never passes an unacknowledged record.
+        inflight: deque[asyncio.Task[None]] = deque()
         fetch = asyncio.create_task(self._fetch())
         try:
             while not stop.is_set():
@@ -177,25 +183,27 @@ class KafkaInfluxSink:
                 if not batch:
                     continue
                 prepared = await self._prepare_yielding(batch)
-                if pending is not None:
-                    await pending
-                # Hand the write to the writer thread right now. A task would start only at the loop's next
+                while len(inflight) >= self.max_inflight_writes:
+                    await inflight.popleft()
+                # Hand the write to a writer thread right now. A task would start only at the loop's next
                 # yield, and a getmany that finds buffered records does not yield, so preparing the next
                 # batch and writing this one would never overlap.
                 written = loop.run_in_executor(self._executor, self.writer.write, prepared.lines, self._stop_writes)
-                pending = asyncio.create_task(self._commit_when_written(prepared, written))
-            if pending is not None:
-                await pending
+                previous = inflight[-1] if inflight else None
+                inflight.append(asyncio.create_task(self._commit_when_written(prepared, written, previous)))
+            while inflight:
+                await inflight.popleft()
         except WriteAborted as exc:
             log.warning("sink %s stopped before InfluxDB acknowledged a batch (it will be re-read): %s", self.name, exc)
         finally:
             fetch.cancel()
             with contextlib.suppress(asyncio.CancelledError, KafkaError):
                 await fetch
-            if pending is not None and not pending.done():
+            if any(not task.done() for task in inflight):
                 self.request_stop()
+            for task in inflight:
                 with contextlib.suppress(WriteAborted):
-                    await pending
+                    await task
             await self._consumer.stop()
             self._executor.shutdown(wait=False)
 
@@ -209,8 +217,12 @@ class KafkaInfluxSink:
         """Abandon a write that is waiting out an outage (its batch stays uncommitted)."""
         self._stop_writes.set()
 
-    async def _commit_when_written(self, prepared: PreparedBatch, written: asyncio.Future[WriteResult]) -> None:
+    async def _commit_when_written(
+        self, prepared: PreparedBatch, written: asyncio.Future[WriteResult], previous: asyncio.Task[None] | None
+    ) -> None:
         result = await written
+        if previous is not None:
+            await previous  # commits stay in batch order
         dead = list(prepared.dead_letters)
         for rejected in result.rejected:
             record = prepared.sources[rejected.index]
