@@ -94,7 +94,15 @@ class PartitionWindows:
         key_panes = self._panes.get(key)
         pane = key_panes.get(pane_start) if key_panes else None
         self.last_offset = offset
-        if pane is not None and offset <= pane.offset:
+        # A replay after a crash: at or below the offset this pane last applied, and (while the horizon has
+        # evicted nothing) its id is in the pane. The id check keeps an event that Kafka delivers out of
+        # offset order after a restart (a fetch that started before the seek to the committed offsets)
+        # from being mistaken for one it already applied.
+        if (
+            pane is not None
+            and offset <= pane.offset
+            and (self.dedup.evicted_ids or self.dedup.seen((key, pane_start), event.event_id.bytes))
+        ):
             outcome = Outcome.REPLAYED
             self.counters.replayed += 1
         else:
@@ -130,7 +138,7 @@ class PartitionWindows:
         if pane is None:
             pane = self._pane(key, pane_start)
         pane.acc.add(event)
-        pane.offset = offset
+        pane.offset = max(pane.offset, offset)
         pane.version += 1
         self._dirty.add((key, pane_start))
         self.counters.accepted += 1

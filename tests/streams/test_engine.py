@@ -145,3 +145,23 @@ def test_changelog_drops_closed_panes():
     restored = PartitionWindows.restore(0, CONFIG, records)
     assert restored.open_panes == state.open_panes
     assert restored.watermark.max_event_ns == state.watermark.max_event_ns
+
+
+def test_an_event_delivered_out_of_offset_order_after_a_restore_is_applied_not_taken_for_a_replay():
+    factory = TimingFactory(seed=5)
+    key = TimingKey("sim", "m")
+    t0 = DEFAULT_START_NS
+    crashed = PartitionWindows(0, CONFIG)
+    before = [factory.event(key, t0 + offset * S) for offset in range(10)]
+    for offset, event in enumerate(before):
+        crashed.handle(offset, event)
+    restored = PartitionWindows.restore(0, CONFIG, crashed.changelog_records())
+    # After the restart a fetch hands over offset 12 before offset 11 (never applied before the crash).
+    later, skipped = factory.event(key, t0 + 12 * S), factory.event(key, t0 + 11 * S)
+    assert restored.handle(12, later) is Outcome.ACCEPTED
+    assert restored.handle(11, skipped) is Outcome.ACCEPTED
+    # ...while a true replay (offset 5, applied before the crash) is still recognised.
+    assert restored.handle(5, before[5]) is Outcome.REPLAYED
+    restored.advance_event_time(t0 + 10 * M)
+    minute = [s for s in restored.take_emitted() if s.window == "1m" and s.window_start == t0 - t0 % M]
+    assert minute[-1].count == 12
