@@ -65,7 +65,7 @@ class PartitionCounters:
 @dataclass
 class _Pane:
     acc: PaneAccumulator = field(default_factory=PaneAccumulator)
-    offset: int = -1  # the last source offset applied: replays at or below it are skipped
+    offset: int = -1  # the last source offset applied: a replay is at or below it and among the pane ids
     version: int = 0  # bumped on every change: a window whose panes did not change need not be re-emitted
 
 
