@@ -74,6 +74,17 @@ class WorkerCounters:
     dead_letters: int = 0
     emitted: int = 0
     flushes: int = 0
+    redelivered: int = 0
+    offset_gaps: int = 0
+
+
+@dataclass
+class _Gap:
+    """A partition whose next offset (``expected``) was skipped by the consumer."""
+
+    expected: int
+    sought: bool = False
+    log_start: int | None = None
 
 
 @dataclass
@@ -106,6 +117,8 @@ class WindowProcessor:
         self.counters = WorkerCounters()
         self.partitions: dict[int, PartitionWindows] = {}
         self._last_event_mono: dict[int, float] = {}
+        self._gaps: dict[int, _Gap] = {}
+        self._held: dict[int, list[Any]] = {}  # events past a missing offset, acked once it is applied
         self._sweep_base: dict[int, tuple[float, int]] = {}  # last event time -> event time at that moment
         self._last_report_mono = monotonic()
         self._changed: set[int] = set()
@@ -117,24 +130,88 @@ class WindowProcessor:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def has_gaps(self) -> bool:
+        return bool(self._gaps)
+
     def on_message(self, event: Any) -> None:
-        """Handle one faust event (synchronously; its ack waits for the next flush)."""
+        """Handle one faust event (synchronously; its ack waits for the next flush).
+
+        Each partition's state is applied in offset order without holes: it knows the last offset it
+        applied (``last_offset``, restored with it from the changelog), and the next message must be the
+        one after. An offset at or below it is a redelivery (the replay after a restart, or a fetch that
+        faust delivers twice) and is skipped. An offset beyond it means a message was not delivered: this
+        happens around a rebalance, where faust resumes the partitions before it seeks them to the committed
+        offsets and can drop a message on the way. Applying the later one would lose the missing event for
+        good (and faust's commit would move past it), so the later ones are held back, unacked, and the
+        partition is sought back to the missing offset (``take_seeks``).
+        """
         message = event.message
-        partition = message.partition
-        self._pending.append(event)
+        partition, offset = message.partition, message.offset
         self.counters.consumed += 1
+        state = self.partitions.get(partition)
+        if state is None:
+            state = self._restore(partition)
+        expected = state.last_offset + 1
+        if expected > 0 and offset != expected:
+            if offset < expected:
+                self.counters.redelivered += 1
+                self._pending.append(event)  # already in the state: ack with the next flush
+                return
+            if not self._accept_gap(partition, expected, offset):
+                self._held.setdefault(partition, []).append(event)
+                return
+        self._gaps.pop(partition, None)
+        self._pending.append(event)
+        self._changed.add(partition)
+        self._last_event_mono[partition] = self.monotonic()
         raw = message.value
         try:
             timing = decode_timing(raw)
         except SchemaError as exc:
             self._dead.append(_DeadLetter(message.key, raw, str(exc)))
+            state.skip_offset(offset)
             return
-        state = self.partitions.get(partition)
-        if state is None:
-            state = self._restore(partition)
-        state.handle(message.offset, timing)
-        self._changed.add(partition)
-        self._last_event_mono[partition] = self.monotonic()
+        state.handle(offset, timing)
+
+    def _accept_gap(self, partition: int, expected: int, offset: int) -> bool:
+        """Whether to apply ``offset`` although ``expected`` has not been delivered (see ``on_message``).
+
+        The first time, no: seek back to ``expected``. If the partition's log starts after ``expected``
+        (the missing offsets were deleted by retention; ``take_seeks`` learns that from the broker), yes.
+        """
+        gap = self._gaps.get(partition)
+        if gap is None or gap.expected != expected:
+            self.counters.offset_gaps += 1
+            log.warning(
+                "partition %d: offset %d delivered where %d was next; holding it back and seeking to %d",
+                partition, offset, expected, expected,
+            )  # fmt: skip
+            self._gaps[partition] = _Gap(expected)
+            return False
+        if gap.log_start is not None and gap.log_start > expected:
+            log.warning(
+                "partition %d: offsets %d..%d are gone (the log starts at %d); continuing at %d",
+                partition, expected, gap.log_start - 1, gap.log_start, offset,
+            )  # fmt: skip
+            return True
+        return False
+
+    async def take_seeks(self, consumer: Any) -> None:
+        """Seek every partition with a missing offset back to it (once per gap), via faust's consumer.
+
+        If the partition's log now starts after the missing offset (retention deleted it), seek to the
+        log start instead, where reading goes on.
+        """
+        for partition, gap in self._gaps.items():
+            if gap.sought:
+                continue
+            gap.sought = True
+            tp = TP(self.source_topic, partition)
+            earliest = await consumer.earliest_offsets(tp)
+            gap.log_start = earliest.get(tp)
+            # the held events are read again from there (the first one is then accepted if the log starts later)
+            await consumer.seek_wait({tp: max(gap.expected, gap.log_start or 0)})
 
     def _restore(self, partition: int) -> PartitionWindows:
         records = [(k, v) for k, v in list(self.table.data.items()) if record_partition(k) == partition]
@@ -193,13 +270,16 @@ class WindowProcessor:
             totals["late"] += state.counters.late
             totals["replayed"] += state.counters.replayed
         log.info(
-            "consumed %d, dead letters %d, windows emitted %d, duplicates %d, late %d, replayed %d",
+            "consumed %d, dead letters %d, windows emitted %d, duplicates %d, late %d, replayed %d, "
+            "redelivered %d, offset gaps %d",
             self.counters.consumed,
             self.counters.dead_letters,
             self.counters.emitted,
             totals["duplicates"],
             totals["late"],
             totals["replayed"],
+            self.counters.redelivered,
+            self.counters.offset_gaps,
         )
 
     async def flush(self) -> None:
@@ -219,27 +299,52 @@ class WindowProcessor:
             ]
             if not (pending or dead or emitted or records):
                 return
-            futures: list[Any] = []
+            # Two phases. The outputs (dead letters, windows) are made durable before the state that says they
+            # were produced: were both sent at once, the producer could deliver the changelog (an advanced
+            # watermark, dropped panes) and then die before the window's closing emission, and the replay
+            # would find the window closed and never emit it again. In this order a crash between the
+            # phases only re-emits the same windows (idempotent downstream).
+            outputs: list[Any] = []
             for letter in dead:
                 headers = [("error", letter.error.encode()), ("source-topic", self.source_topic.encode())]
-                futures.append(await self.dlq_topic.send(key=letter.key, value=letter.value, headers=headers))
+                outputs.append(await self.dlq_topic.send(key=letter.key, value=letter.value, headers=headers))
             for stats in emitted:
-                futures.append(await self.stats_topic.send(key=stats.kafka_key(), value=encode(stats)))
+                outputs.append(await self.stats_topic.send(key=stats.kafka_key(), value=encode(stats)))
+            if outputs:
+                await self._durable(outputs)
+            state: list[Any] = []
             for partition, key, value in records:
-                futures.append(self.table.send_changelog(partition, key, value))
+                state.append(self.table.send_changelog(partition, key, value))
                 if value is None:
                     self.table.data.pop(key, None)
                 else:
                     self.table.data[key] = value
-            await asyncio.gather(*futures)
-            # A future of a buffered send can resolve before the broker has the record; flushing the producer
-            # makes every changelog record, window and dead letter durable before the acks below.
-            await self.table.app.producer.flush()
+            if state:
+                await self._durable(state)
             for event in pending:
                 event.ack()  # Event.ack: marks the offset committable (Stream.ack only adds sensor calls)
+            self._release_held()
             self.counters.dead_letters += len(dead)
             self.counters.emitted += len(emitted)
             self.counters.flushes += 1
+
+    def _release_held(self) -> None:
+        # A held event whose offset has since been applied (redelivered after the seek) is acked now: its
+        # offset is already committable, so this only tells faust it is done with it.
+        for partition, events in list(self._held.items()):
+            state = self.partitions.get(partition)
+            applied = state.last_offset if state is not None else -1
+            done = [event for event in events if event.message.offset <= applied]
+            if done:
+                for event in done:
+                    event.ack()
+                self._held[partition] = [event for event in events if event.message.offset > applied]
+
+    async def _durable(self, futures: list[Any]) -> None:
+        await asyncio.gather(*futures)
+        # A future of a buffered send can resolve before the broker has the record; flushing the producer
+        # makes every record durable (acks=all) before the next phase.
+        await self.table.app.producer.flush()
 
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget partitions this worker no longer owns (their state lives on in the changelog)."""
@@ -247,6 +352,8 @@ class WindowProcessor:
             self.partitions.pop(partition, None)
             self._last_event_mono.pop(partition, None)
             self._sweep_base.pop(partition, None)
+            self._gaps.pop(partition, None)
+            self._held.pop(partition, None)  # never acked: the next owner reads them again
 
 
 @dataclass
@@ -313,6 +420,8 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
         manual = stream.noack()
         async for event in manual.events():
             processor.on_message(event)
+            if processor.has_gaps:
+                await processor.take_seeks(app.consumer)
             if processor.pending >= config.flush_every_events:
                 await processor.flush()
 

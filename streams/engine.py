@@ -112,6 +112,10 @@ class PartitionWindows:
             self._advance(*advance)
         return outcome
 
+    def skip_offset(self, offset: int) -> None:
+        """Record ``offset`` as handled without an event (a dead letter): the next one applied follows it."""
+        self.last_offset = offset
+
     def advance_event_time(self, event_ns: int) -> None:
         """Move event time forward without an event (the idle sweep); emits and closes what is due."""
         advance = self.watermark.observe(event_ns)

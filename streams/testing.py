@@ -176,16 +176,20 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
     """Produce ``(key, value)`` records with the default partitioner (key hash); returns how many."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all")
-    sent = 0
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024, acks="all", enable_idempotence=True
+    )
+    futures = []
     try:
         for key, value in records:
-            producer.send(topic, key=key, value=value)
-            sent += 1
+            futures.append(producer.send(topic, key=key, value=value))
         producer.flush()
     finally:
         producer.close()
-    return sent
+    failed = [future.exception for future in futures if not future.succeeded()]
+    if failed:  # flush() does not raise for a send whose retries ran out: a test must not lose input silently
+        raise RuntimeError(f"{len(failed)} of {len(futures)} records not delivered to {topic}: {failed[0]!r}")
+    return len(futures)
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:

@@ -226,10 +226,6 @@ def test_duplicates_count_once_late_within_grace_re_emits_beyond_grace_counts_la
     assert sum(s.late_events for k, s in latest.items() if k[4] == "5m") == 1
 
 
-# Known issue (open in issue 4): about one run in six lost one event across the SIGKILL before the
-# out-of-order replay fix, and one failure was seen after it. Each rerun is a full kill-and-restart
-# with fresh topics; the test still fails if the loss repeats three times.
-@pytest.mark.flaky(reruns=2)
 def test_sigkilled_worker_restarts_and_every_window_is_exact(pipeline):
     factory = TimingFactory(seed=404)
     keys = default_keys(8)

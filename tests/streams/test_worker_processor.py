@@ -1,5 +1,6 @@
 """The worker shell's synchronous half (no broker): decoding, dead letters and the idle sweep."""
 
+import asyncio
 from types import SimpleNamespace
 
 from schemas import encode
@@ -75,3 +76,138 @@ def test_assigned_partitions_are_restored_eagerly_and_quiet_ones_still_close():
     clock.advance(s=40)  # no further event on partition 2: the idle sweep closes its restored window
     processor.sweep_idle()
     assert [(s.window_end - DEFAULT_START_NS, s.count) for s in restored.take_emitted()] == [(60 * S, 1)]
+
+
+class JournalTopic:
+    """A topic (or the changelog) that writes each send to a shared journal; its futures resolve at once."""
+
+    def __init__(self, journal, name):
+        self.journal, self.name = journal, name
+
+    async def send(self, key=None, value=None, headers=None):
+        return self._sent(key)
+
+    def _sent(self, key):
+        self.journal.append(("send", self.name))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def journaled_processor(journal, windows=("1m",)):
+    """A processor whose topics, changelog and producer flushes write to ``journal``."""
+    changelog = JournalTopic(journal, "changelog")
+
+    async def flush_producer():
+        journal.append(("flush", None))
+
+    table = SimpleNamespace(
+        data={},
+        send_changelog=lambda partition, key, value: changelog._sent(key),
+        app=SimpleNamespace(producer=SimpleNamespace(flush=flush_producer)),
+    )
+    config = WorkerConfig(windows=windows, grace="5s")
+    processor = WindowProcessor(
+        config, table=table, stats_topic=JournalTopic(journal, "stats"), dlq_topic=JournalTopic(journal, "dlq"),
+        source_topic="t.request-timings",
+    )  # fmt: skip
+    processor.partitions[0] = PartitionWindows(0, config.window_config())
+    return processor
+
+
+def acking(journal, offset, value):
+    event = message(offset, value)
+    event.ack = lambda: journal.append(("ack", offset))
+    return event
+
+
+def test_flush_makes_windows_and_dead_letters_durable_before_the_state_that_says_they_were_sent():
+    # Were both sent together, a crash could leave the changelog (watermark advanced, panes dropped)
+    # durable and the window's closing emission lost; the replay would then never emit it again.
+    journal = []
+    processor = journaled_processor(journal)
+    factory = TimingFactory(seed=4)
+    for offset, at_s in enumerate([30, 70]):  # the second closes the window [0, 60) (70 > 60 + grace)
+        value = encode(factory.event(TimingKey("sim", "m"), DEFAULT_START_NS + at_s * S))
+        processor.on_message(acking(journal, offset, value))
+    processor.on_message(acking(journal, 2, b"{"))
+
+    asyncio.run(processor.flush())
+
+    names = [name if kind == "send" else kind for kind, name in journal]
+    first_state = names.index("changelog")
+    assert set(names[:first_state]) == {"dlq", "stats", "flush"} and names[first_state - 1] == "flush"
+    assert names.count("stats") == 1  # complete and closed (70 s is past the end plus grace) at once
+    last_flush = len(names) - 1 - names[::-1].index("flush")
+    assert set(names[first_state:last_flush]) == {"changelog"}
+    assert names[last_flush + 1 :] == ["ack", "ack", "ack"]
+
+
+class SeekingConsumer:
+    """The two faust consumer calls the processor makes when an offset went missing."""
+
+    def __init__(self, log_start=0):
+        self.log_start = log_start
+        self.seeks = []
+
+    async def earliest_offsets(self, *tps):
+        return {tp: self.log_start for tp in tps}
+
+    async def seek_wait(self, offsets):
+        self.seeks.extend((tp.partition, offset) for tp, offset in offsets.items())
+
+
+def timing_values(count, seed=5):
+    factory = TimingFactory(seed=seed)
+    return [encode(factory.event(TimingKey("sim", "m"), DEFAULT_START_NS + (i + 1) * S)) for i in range(count)]
+
+
+def test_a_message_the_consumer_skipped_is_sought_back_and_nothing_after_it_is_applied_or_acked_first():
+    journal = []
+    processor = journaled_processor(journal)
+    consumer = SeekingConsumer()
+    values = timing_values(6)
+    state = processor.partitions[0]
+    for offset in (0, 1, 3, 4):  # faust dropped offset 2 (seen around rebalances)
+        processor.on_message(acking(journal, offset, values[offset]))
+    assert state.counters.accepted == 2 and state.last_offset == 1
+    asyncio.run(processor.take_seeks(consumer))
+    asyncio.run(processor.take_seeks(consumer))  # once per gap
+    assert consumer.seeks == [(0, 2)]
+    asyncio.run(processor.flush())
+    assert [o for kind, o in journal if kind == "ack"] == [0, 1]  # 3 and 4 wait: acking them lets faust commit past 2
+    for offset in (2, 3, 4, 5):  # redelivered from the seek
+        processor.on_message(acking(journal, offset, values[offset]))
+    asyncio.run(processor.flush())
+    acks = [o for kind, o in journal if kind == "ack"]
+    assert acks[:2] == [0, 1] and sorted(acks[2:]) == [2, 3, 3, 4, 4, 5]  # held copies acked once applied
+    assert (state.counters.accepted, state.last_offset, processor.counters.offset_gaps) == (6, 5, 1)
+
+
+def test_redelivered_offsets_are_skipped_and_a_dead_letter_moves_the_position_on():
+    journal = []
+    processor = journaled_processor(journal)
+    values = timing_values(4, seed=6)
+    values[2] = b"not json"
+    for offset in (0, 1, 2, 1, 2, 3):  # 1 and 2 again: a replay after a restart, or a double fetch
+        processor.on_message(acking(journal, offset, values[offset]))
+    state = processor.partitions[0]
+    assert (state.counters.accepted, processor.counters.redelivered, len(processor._dead)) == (3, 2, 1)
+    assert state.last_offset == 3
+
+
+def test_offsets_deleted_by_retention_are_not_waited_for():
+    journal = []
+    processor = journaled_processor(journal)
+    values = timing_values(40, seed=7)
+    processor.on_message(acking(journal, 0, values[0]))
+    processor.on_message(acking(journal, 30, values[30]))  # 1..29 are gone: the log now starts at 30
+    processor.on_message(acking(journal, 31, values[31]))
+    consumer = SeekingConsumer(log_start=30)
+    asyncio.run(processor.take_seeks(consumer))
+    assert consumer.seeks == [(0, 30)]  # where the log starts, not the deleted offset 1
+    assert processor.partitions[0].last_offset == 0
+    for offset in (30, 31):  # redelivered from the seek: accepted, the deleted ones are not waited for
+        processor.on_message(acking(journal, offset, values[offset]))
+    assert processor.partitions[0].last_offset == 31
+    assert processor.partitions[0].counters.accepted == 3
