@@ -16,6 +16,8 @@ from rich.live import Live
 
 from producers.errors import WorkloadError
 from producers.workload import describe_validation_error, load_prompts, load_workload
+from tokenpulse.errors import TokenpulseError
+from tokenpulse.metrics import DEFAULT_METRICS_HOST, MetricsEndpoint, MetricsHostOpt, MetricsPortOpt
 
 
 def load_simulator_config(path: Path | None) -> object:
@@ -75,11 +77,14 @@ def register(app: typer.Typer) -> None:
         home: Annotated[Path | None, typer.Option("--home", help="stack state dir")] = None,
         live: Annotated[bool, typer.Option("--live/--no-live", help="show the live view")] = True,
         drain_timeout: Annotated[float, typer.Option(help="seconds to wait for Kafka at the end")] = 30.0,
+        metrics_port: MetricsPortOpt = 0,
+        metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
     ) -> None:
         """Run a workload against its endpoints and publish one event per request to Kafka."""
-        from producers.probe import new_summary, run_workload
+        from producers.probe import new_summary, publisher_for, run_workload
         from producers.report import summary_table
         from tokenpulse.config import load_settings
+        from tokenpulse.metrics import ProbeCollector, PublisherCollector, serve_metrics
 
         console = Console()
         workload = load_workload(workload_file)
@@ -91,12 +96,27 @@ def register(app: typer.Typer) -> None:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         settings = load_settings(config, home)
         summary = new_summary(workload)
-        if live:
-            with Live(get_renderable=lambda: summary_table(summary, "live"), console=console,
-                      refresh_per_second=4, transient=True):  # fmt: skip
-                result = run_workload(workload, settings, summary=summary, drain_timeout_s=drain_timeout)
-        else:
-            result = run_workload(workload, settings, summary=summary, drain_timeout_s=drain_timeout)
+        publisher = publisher_for(settings, workload)
+        try:
+            server = serve_metrics(
+                MetricsEndpoint(metrics_port, metrics_host), [ProbeCollector(summary), PublisherCollector(publisher)]
+            )
+        except TokenpulseError:
+            publisher.close(timeout_s=1.0)
+            raise
+        try:
+            if live:
+                with Live(get_renderable=lambda: summary_table(summary, "live"), console=console,
+                          refresh_per_second=4, transient=True):  # fmt: skip
+                    result = run_workload(workload, settings, summary=summary, publisher=publisher,
+                                          drain_timeout_s=drain_timeout)  # fmt: skip
+            else:
+                result = run_workload(
+                    workload, settings, summary=summary, publisher=publisher, drain_timeout_s=drain_timeout
+                )
+        finally:
+            if server is not None:
+                server.close()
         console.print(summary_table(result))
         stats = result.publish
         if stats is not None:

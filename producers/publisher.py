@@ -201,6 +201,11 @@ class KafkaPublisher:
             self._producer.close(timeout=timeout_s)
         with self._stats_lock:
             self.stats.pending_in_spool = self.spool.pending_count()
-            stats = PublishStats(**{name: getattr(self.stats, name) for name in PublishStats.__slots__})
+        stats = self.stats_snapshot()
         self.spool.close()
         return stats
+
+    def stats_snapshot(self) -> PublishStats:
+        """A consistent copy of the counters (safe from any thread)."""
+        with self._stats_lock:
+            return PublishStats(**{name: getattr(self.stats, name) for name in PublishStats.__slots__})

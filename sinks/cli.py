@@ -15,6 +15,7 @@ from rich.table import Table
 
 from sinks.notifiers import AlertmanagerNotifier, Notifier, SlackNotifier, WebhookNotifier
 from tokenpulse.config import load_settings
+from tokenpulse.metrics import DEFAULT_METRICS_HOST, MetricsEndpoint, MetricsHostOpt, MetricsPortOpt
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="tokenpulse YAML config file")]
 
@@ -43,6 +44,8 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(envvar="TOKENPULSE_SLACK_WEBHOOK_URL", help="Slack incoming-webhook URL")
         ] = None,
         alertmanager: Annotated[str | None, typer.Option(help="Alertmanager base URL, e.g. http://am:9093")] = None,
+        metrics_port: MetricsPortOpt = 0,
+        metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
     ) -> None:
         """Run the InfluxDB sinks (llm_request, llm_window, llm_alert) and alerting until Ctrl-C."""
         from sinks.runner import run_sinks
@@ -59,7 +62,7 @@ def register(app: typer.Typer) -> None:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            run_sinks(settings, rule_set, stop, notifiers)
+            run_sinks(settings, rule_set, stop, notifiers, metrics=MetricsEndpoint(metrics_port, metrics_host))
         except KeyboardInterrupt:
             stop.set()
 

@@ -30,6 +30,7 @@ from sinks.writer import InfluxWriter
 from streams.alerting import AlertEngine
 from streams.rules import RuleEngine, RuleSet
 from tokenpulse.config import Settings
+from tokenpulse.metrics import MetricsEndpoint, serve_metrics, sink_runner_collectors
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +183,25 @@ class SinkRunner:
 
 
 def run_sinks(
-    settings: Settings, rules: RuleSet | None, stop_event: threading.Event, notifiers: Sequence[Notifier] = ()
+    settings: Settings,
+    rules: RuleSet | None,
+    stop_event: threading.Event,
+    notifiers: Sequence[Notifier] = (),
+    *,
+    metrics: MetricsEndpoint | None = None,
 ) -> None:
-    """Run the sinks and alerting in this thread until ``stop_event`` is set."""
+    """Run the sinks and alerting in this thread until ``stop_event`` is set; with ``metrics`` enabled,
+    serve their counters at ``/metrics`` meanwhile."""
     runner = SinkRunner(settings, rules, notifiers)
-    runner.start()
+    server = serve_metrics(metrics, sink_runner_collectors(runner)) if metrics is not None else None
     try:
-        while not stop_event.wait(0.5):
-            if runner._thread is not None and not runner._thread.is_alive():
-                break
+        runner.start()
+        try:
+            while not stop_event.wait(0.5):
+                if runner._thread is not None and not runner._thread.is_alive():
+                    break
+        finally:
+            runner.stop()
     finally:
-        runner.stop()
+        if server is not None:
+            server.close()

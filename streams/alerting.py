@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -23,7 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class AlertEngine:
-    """Runs ``RuleEngine`` over the window-stats topic; ``alerts`` keeps every alert it emitted."""
+    """Runs ``RuleEngine`` over the window-stats topic; ``alerts`` keeps every alert it emitted.
+
+    Plain counters for health metrics: ``windows_seen``, ``alerts_published`` (per state) and ``dead_lettered``.
+    """
 
     def __init__(
         self,
@@ -49,6 +53,8 @@ class AlertEngine:
         self.idle_check_s = idle_check_s
         self.alerts: list[Alert] = []
         self.windows_seen = 0
+        self.alerts_published: Counter[str] = Counter()
+        self.dead_lettered = 0
         self._consumer = AIOKafkaConsumer(
             window_topic,
             bootstrap_servers=bootstrap,
@@ -95,6 +101,7 @@ class AlertEngine:
         for alert in alerts:
             log.info("alert %s %s: %s", alert.state, alert.rule, alert.message)
             self.alerts.append(alert)
+            self.alerts_published[alert.state] += 1
             if self.on_alert is not None:
                 self.on_alert(alert)
 
@@ -102,6 +109,7 @@ class AlertEngine:
         log.error("alert engine dead-lettered a record of %s: %s", topic, error)
         headers = [("error", error.encode()[:4000]), ("source-topic", topic.encode())]
         await self.producer.send_and_wait(self.dlq_topic, value=value, key=key, headers=headers)
+        self.dead_lettered += 1
 
 
 def _decode_window(raw: bytes | None) -> WindowStats:

@@ -31,6 +31,7 @@ from schemas import SchemaError, encode
 from streams.decoding import decode_timing
 from streams.engine import PartitionWindows, WindowConfig, record_partition
 from tokenpulse.config import Settings
+from tokenpulse.metrics import MetricsEndpoint, WorkerCollector, serve_metrics
 
 log = logging.getLogger("tokenpulse.worker")
 NANOS_PER_SECOND = 1_000_000_000
@@ -456,9 +457,12 @@ def tune_runtime() -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
-def run_worker(settings: Settings, config: WorkerConfig) -> None:
-    """Run the worker in this process until SIGINT/SIGTERM (uvloop when available)."""
+def run_worker(settings: Settings, config: WorkerConfig, metrics: MetricsEndpoint | None = None) -> None:
+    """Run the worker in this process until SIGINT/SIGTERM (uvloop when available); with ``metrics``
+    enabled, serve its counters at ``/metrics`` (read at scrape time, on the worker's event loop)."""
     tune_runtime()
     worker_app = build_worker(settings, config)
     worker = faust.Worker(worker_app.app, loglevel=config.log_level.upper(), quiet=True)
+    if metrics is not None:
+        serve_metrics(metrics, [WorkerCollector(worker_app.processor, loop=worker.loop)])
     worker.execute_from_commandline()

@@ -15,6 +15,7 @@ import typer
 from streams.windows import WindowSpecError, parse_duration_ns, parse_window_specs
 from tokenpulse.config import load_settings
 from tokenpulse.errors import TokenpulseError
+from tokenpulse.metrics import DEFAULT_METRICS_HOST, MetricsEndpoint, MetricsHostOpt, MetricsPortOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +34,8 @@ def worker(
     idle_close: Annotated[float, typer.Option(help="idle seconds before event time follows wall time")] = 30.0,
     flush_interval: Annotated[float, typer.Option(help="seconds between state flushes and acks")] = 0.5,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    metrics_port: MetricsPortOpt = 0,
+    metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
 ) -> None:
     """Run the stream worker: validate, dedupe and window request timings into WindowStats."""
     from streams.app import WorkerConfig, run_worker
@@ -53,6 +56,7 @@ def worker(
             session_timeout_s=session_timeout, heartbeat_interval_s=max(1.0, session_timeout / 4),
             idle_close_s=idle_close, flush_interval_s=flush_interval, log_level=log_level,
         ),
+        metrics=MetricsEndpoint(metrics_port, metrics_host),
     )  # fmt: skip
 
 

@@ -1,0 +1,33 @@
+"""Reading Prometheus exposition text in tests: ``Samples(text).value("name_total", label="x")``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+
+class Samples:
+    """The samples of one scrape, looked up by sample name and labels."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                self._values[(sample.name, frozenset(sample.labels.items()))] = sample.value
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> Samples:
+        """Render ``registry`` with ``generate_latest`` and parse it back."""
+        return cls(generate_latest(registry).decode())
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The value of the sample ``name`` with exactly these labels, or None if there is none."""
+        return self._values.get((name, frozenset(labels.items())))
+
+    def labelled(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
+        """Every sample called ``name``, by its label set."""
+        return {labels: value for (sample, labels), value in self._values.items() if sample == name}
+
+    def names(self) -> set[str]:
+        return {name for name, _ in self._values}
