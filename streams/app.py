@@ -27,14 +27,13 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from schemas import SchemaError, encode
-from streams.decoding import decode_timing
-from streams.engine import PartitionWindows, WindowConfig, record_partition
+from streams.core import CoreCounters, Message, PartitionSummary, WindowCore, summarize_restore
+from streams.engine import WindowConfig, record_partition
+from streams.offload import Core, CoreProcess, LocalCore
 from tokenpulse.config import Settings
 from tokenpulse.metrics import MetricsEndpoint, WorkerCollector, serve_metrics
 
 log = logging.getLogger("tokenpulse.worker")
-NANOS_PER_SECOND = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,8 @@ class WorkerConfig:
     another worker after at most that long plus a rebalance, well inside the 15 s target.
     ``idle_close_s``: a partition without events for this long lets its event time follow wall time, so
     the last windows of a quiet stream still close.
+    ``core``: "process" runs decoding and windowing in a child process (``streams.offload``), leaving this
+    process's event loop to faust; "local" keeps them here (one process, for debugging and tests).
     """
 
     windows: tuple[str, ...] = ("1m", "5m/1m")
@@ -61,6 +62,8 @@ class WorkerConfig:
     recovery_delay_s: float = 1.0
     dedup_max_ids: int = 2_000_000
     log_level: str = "info"
+    core: str = "process"  # where decoding and windowing run: "process" (a child process) or "local"
+    core_batch: int = 500  # messages per hand-over to the core
 
     def window_config(self) -> WindowConfig:
         return WindowConfig.parse(self.windows, self.grace, self.dedup_max_ids)
@@ -88,15 +91,9 @@ class _Gap:
     log_start: int | None = None
 
 
-@dataclass
-class _DeadLetter:
-    key: bytes | None
-    value: bytes | None
-    error: str
-
-
 class WindowProcessor:
-    """Per-partition window state of this worker, its pending acks and its outgoing records."""
+    """The faust side of the worker: offsets, acks and sends. The windows live in a ``Core`` (``streams.core``),
+    in this process or in a child process (``streams.offload``)."""
 
     def __init__(
         self,
@@ -106,25 +103,25 @@ class WindowProcessor:
         stats_topic: Any,
         dlq_topic: Any,
         source_topic: str,
+        core: Core | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.window_config = config.window_config()
         self.table = table
         self.stats_topic = stats_topic
         self.dlq_topic = dlq_topic
         self.source_topic = source_topic
+        self.core = core or LocalCore(WindowCore(config.window_config(), config.idle_close_s, monotonic))
         self.monotonic = monotonic
         self.counters = WorkerCounters()
-        self.partitions: dict[int, PartitionWindows] = {}
-        self._last_event_mono: dict[int, float] = {}
+        self.core_counters = CoreCounters()
+        self.partition_summaries: list[PartitionSummary] = []  # as of the last flush
+        self._applied: dict[int, int] = {}  # partition -> last offset handed to the core (-1: none yet)
         self._gaps: dict[int, _Gap] = {}
         self._held: dict[int, list[Any]] = {}  # events past a missing offset, acked once it is applied
-        self._sweep_base: dict[int, tuple[float, int]] = {}  # last event time -> event time at that moment
-        self._last_report_mono = monotonic()
-        self._changed: set[int] = set()
+        self._batch: list[Message] = []
         self._pending: list[Any] = []
-        self._dead: list[_DeadLetter] = []
+        self._last_report_mono = monotonic()
         self._lock = asyncio.Lock()
 
     @property
@@ -136,44 +133,39 @@ class WindowProcessor:
         return bool(self._gaps)
 
     def on_message(self, event: Any) -> None:
-        """Handle one faust event (synchronously; its ack waits for the next flush).
+        """Take one faust event (synchronously; it is windowed by the core and acked after the next flush).
 
-        Each partition's state is applied in offset order without holes: it knows the last offset it
-        applied (``last_offset``, restored with it from the changelog), and the next message must be the
-        one after. An offset at or below it is a redelivery (the replay after a restart, or a fetch that
-        faust delivers twice) and is skipped. An offset beyond it means a message was not delivered: this
-        happens around a rebalance, where faust resumes the partitions before it seeks them to the committed
-        offsets and can drop a message on the way. Applying the later one would lose the missing event for
-        good (and faust's commit would move past it), so the later ones are held back, unacked, and the
-        partition is sought back to the missing offset (``take_seeks``).
+        Each partition goes to the core in offset order without holes: the processor knows the last offset
+        it handed over (restored with the state from the changelog), and the next message must be the one
+        after. An offset at or below it is a redelivery (the replay after a restart, or a fetch that faust
+        delivers twice) and is skipped. An offset beyond it means a message was not delivered: this happens
+        around a rebalance, where faust resumes the partitions before it seeks them to the committed offsets
+        and can drop a message on the way. Applying the later one would lose the missing event for good (and
+        faust's commit would move past it), so the later ones are held back, unacked, and the partition is
+        sought back to the missing offset (``take_seeks``).
         """
         message = event.message
         partition, offset = message.partition, message.offset
         self.counters.consumed += 1
-        state = self.partitions.get(partition)
-        if state is None:
-            state = self._restore(partition)
-        expected = state.last_offset + 1
-        if expected > 0 and offset != expected:
-            if offset < expected:
+        last = self._applied.get(partition)
+        if last is None:
+            last = self._restore(partition)
+        if offset != last + 1 and last >= 0:
+            if offset <= last:
                 self.counters.redelivered += 1
                 self._pending.append(event)  # already in the state: ack with the next flush
                 return
-            if not self._accept_gap(partition, expected, offset):
+            if not self._accept_gap(partition, last + 1, offset):
                 self._held.setdefault(partition, []).append(event)
                 return
-        self._gaps.pop(partition, None)
+        if self._gaps:
+            self._gaps.pop(partition, None)
+        self._applied[partition] = offset
         self._pending.append(event)
-        self._changed.add(partition)
-        self._last_event_mono[partition] = self.monotonic()
-        raw = message.value
-        try:
-            timing = decode_timing(raw)
-        except SchemaError as exc:
-            self._dead.append(_DeadLetter(message.key, raw, str(exc)))
-            state.skip_offset(offset)
-            return
-        state.handle(offset, timing)
+        self._batch.append((partition, offset, message.key, message.value))
+        if len(self._batch) >= self.config.core_batch:
+            self.core.submit(self._batch)
+            self._batch = []
 
     def _accept_gap(self, partition: int, expected: int, offset: int) -> bool:
         """Whether to apply ``offset`` although ``expected`` has not been delivered (see ``on_message``).
@@ -214,19 +206,14 @@ class WindowProcessor:
             # the held events are read again from there (the first one is then accepted if the log starts later)
             await consumer.seek_wait({tp: max(gap.expected, gap.log_start or 0)})
 
-    def _restore(self, partition: int) -> PartitionWindows:
+    def _restore(self, partition: int) -> int:
+        """Hand ``partition``'s changelog records to the core; returns the last offset they had applied."""
         records = [(k, v) for k, v in list(self.table.data.items()) if record_partition(k) == partition]
-        state = PartitionWindows.restore(partition, self.window_config, records)
-        log.info(
-            "partition %d: restored %d open panes from %d changelog records, event time %d, last offset %d",
-            partition,
-            state.open_panes,
-            len(records),
-            state.watermark.max_event_ns,
-            state.last_offset,
-        )
-        self.partitions[partition] = state
-        return state
+        summary = summarize_restore(partition, records)
+        log.info("%s", summary.describe())
+        self.core.restore(partition, records)
+        self._applied[partition] = summary.last_offset
+        return summary.last_offset
 
     def on_assigned(self, partitions: Iterable[int]) -> None:
         """Rebuild every newly assigned partition from the recovered table, before its events flow.
@@ -235,29 +222,9 @@ class WindowProcessor:
         whose windows are open but which gets no further event still has them closed by the idle sweep,
         and the restore never races a replayed event. The lazy restore in ``on_message`` stays as a guard.
         """
-        now = self.monotonic()
         for partition in sorted(partitions):
-            if partition in self.partitions:
-                continue
-            state = self._restore(partition)
-            if state.open_panes:
-                self._last_event_mono.setdefault(partition, now)
-
-    def sweep_idle(self) -> None:
-        """Let event time follow wall time on partitions that have been quiet for ``idle_close_s``."""
-        now = self.monotonic()
-        for partition, last_event in self._last_event_mono.items():
-            idle_s = now - last_event
-            state = self.partitions.get(partition)
-            if state is None or idle_s < self.config.idle_close_s:
-                continue
-            base = self._sweep_base.get(partition)
-            if base is None or base[0] != last_event:
-                base = self._sweep_base[partition] = (last_event, state.watermark.max_event_ns)
-            target = base[1] + int(idle_s * NANOS_PER_SECOND)
-            if target > state.watermark.max_event_ns:
-                state.advance_event_time(target)
-                self._changed.add(partition)
+            if partition not in self._applied:
+                self._restore(partition)
 
     def report(self, every_s: float = 30.0) -> None:
         """Log the counters (consumed, dead letters, duplicates, late, replayed) every ``every_s``."""
@@ -265,40 +232,28 @@ class WindowProcessor:
         if now - self._last_report_mono < every_s:
             return
         self._last_report_mono = now
-        totals = {"duplicates": 0, "late": 0, "replayed": 0}
-        for state in self.partitions.values():
-            totals["duplicates"] += state.counters.duplicates
-            totals["late"] += state.counters.late
-            totals["replayed"] += state.counters.replayed
+        core = self.core_counters
         log.info(
             "consumed %d, dead letters %d, windows emitted %d, duplicates %d, late %d, replayed %d, "
             "redelivered %d, offset gaps %d",
-            self.counters.consumed,
-            self.counters.dead_letters,
-            self.counters.emitted,
-            totals["duplicates"],
-            totals["late"],
-            totals["replayed"],
-            self.counters.redelivered,
-            self.counters.offset_gaps,
-        )
+            self.counters.consumed, self.counters.dead_letters, self.counters.emitted, core.duplicates, core.late,
+            core.replayed, self.counters.redelivered, self.counters.offset_gaps,
+        )  # fmt: skip
 
     async def flush(self) -> None:
-        """Send dead letters, emitted windows and changed state; wait for them; then ack the events."""
+        """Send dead letters, emitted windows and changed state; wait for them; then ack the events.
+
+        The core's idle sweep runs first, so a quiet partition's last windows close on time.
+        """
         async with self._lock:
             pending, self._pending = self._pending, []
-            dead, self._dead = self._dead, []
-            changed, self._changed = self._changed, set()
-            emitted = [
-                stats for p in sorted(changed) if p in self.partitions for stats in self.partitions[p].take_emitted()
-            ]
-            records = [
-                (p, key, value)
-                for p in sorted(changed)
-                if p in self.partitions
-                for key, value in self.partitions[p].changelog_records()
-            ]
-            if not (pending or dead or emitted or records):
+            if self._batch:
+                self.core.submit(self._batch)
+                self._batch = []
+            output = await self.core.drain()
+            self.core_counters = output.counters
+            self.partition_summaries = output.partitions
+            if not (pending or output.dead_letters or output.windows or output.records):
                 return
             # Two phases. The outputs (dead letters, windows) are made durable before the state that says they
             # were produced: were both sent at once, the producer could deliver the changelog (an advanced
@@ -306,15 +261,15 @@ class WindowProcessor:
             # would find the window closed and never emit it again. In this order a crash between the
             # phases only re-emits the same windows (idempotent downstream).
             outputs: list[Any] = []
-            for letter in dead:
+            for letter in output.dead_letters:
                 headers = [("error", letter.error.encode()), ("source-topic", self.source_topic.encode())]
                 outputs.append(await self.dlq_topic.send(key=letter.key, value=letter.value, headers=headers))
-            for stats in emitted:
-                outputs.append(await self.stats_topic.send(key=stats.kafka_key(), value=encode(stats)))
+            for window_key, window in output.windows:
+                outputs.append(await self.stats_topic.send(key=window_key, value=window))
             if outputs:
                 await self._durable(outputs)
             state: list[Any] = []
-            for partition, key, value in records:
+            for partition, key, value in output.records:
                 state.append(self.table.send_changelog(partition, key, value))
                 if value is None:
                     self.table.data.pop(key, None)
@@ -325,16 +280,15 @@ class WindowProcessor:
             for event in pending:
                 event.ack()  # Event.ack: marks the offset committable (Stream.ack only adds sensor calls)
             self._release_held()
-            self.counters.dead_letters += len(dead)
-            self.counters.emitted += len(emitted)
+            self.counters.dead_letters += len(output.dead_letters)
+            self.counters.emitted += len(output.windows)
             self.counters.flushes += 1
 
     def _release_held(self) -> None:
         # A held event whose offset has since been applied (redelivered after the seek) is acked now: its
         # offset is already committable, so this only tells faust it is done with it.
         for partition, events in list(self._held.items()):
-            state = self.partitions.get(partition)
-            applied = state.last_offset if state is not None else -1
+            applied = self._applied.get(partition, -1)
             done = [event for event in events if event.message.offset <= applied]
             if done:
                 for event in done:
@@ -349,10 +303,10 @@ class WindowProcessor:
 
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget partitions this worker no longer owns (their state lives on in the changelog)."""
-        for partition in partitions:
-            self.partitions.pop(partition, None)
-            self._last_event_mono.pop(partition, None)
-            self._sweep_base.pop(partition, None)
+        dropped = list(partitions)
+        self.core.drop(dropped)
+        for partition in dropped:
+            self._applied.pop(partition, None)
             self._gaps.pop(partition, None)
             self._held.pop(partition, None)  # never acked: the next owner reads them again
 
@@ -412,9 +366,16 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
         key_type=bytes,  # bytes -> the "raw" serializer for the changelog, both ways
         value_type=bytes,
     )  # fmt: skip
+    if config.core not in ("process", "local"):
+        raise ValueError(f"core must be 'process' or 'local', not {config.core!r}")
+    core: Core | None = None
+    if config.core == "process":
+        level = logging.getLevelName(config.log_level.upper())
+        core = CoreProcess(config.window_config(), config.idle_close_s, level if isinstance(level, int) else 20)
     processor = WindowProcessor(
-        config, table=table, stats_topic=stats_topic, dlq_topic=dlq_topic, source_topic=topics.request_timings
-    )
+        config, table=table, stats_topic=stats_topic, dlq_topic=dlq_topic, source_topic=topics.request_timings,
+        core=core,
+    )  # fmt: skip
 
     @app.agent(source, name="window-aggregator")
     async def aggregate(stream: Any) -> None:
@@ -428,8 +389,7 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
 
     @app.timer(config.flush_interval_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:
-        processor.sweep_idle()
-        await processor.flush()
+        await processor.flush()  # a CoreDied here crashes the app: the worker exits and restarts from the changelog
         processor.report()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]

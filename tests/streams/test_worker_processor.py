@@ -1,25 +1,31 @@
-"""The worker shell's synchronous half (no broker): decoding, dead letters and the idle sweep."""
+"""The worker shell and its window core without a broker: decoding, dead letters, the idle sweep, the order of
+a flush, and the offset bookkeeping (redeliveries, skipped offsets)."""
 
 import asyncio
 from types import SimpleNamespace
+from typing import Any
 
 from schemas import encode
 from streams.app import WindowProcessor, WorkerConfig
 from streams.engine import PartitionWindows
+from streams.offload import CoreProcess
 from streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey
 from tokenpulse.testing import FakeClock
 
 S = 1_000_000_000
 
 
-def processor_with(clock):
-    config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0)
-    processor = WindowProcessor(
-        config, table=None, stats_topic=None, dlq_topic=None, source_topic="t.request-timings",
-        monotonic=lambda: clock.monotonic_ns() / S,
+def processor_with(clock, table=None):
+    """A processor with its core in this process, handing every message to the core at once."""
+    config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0, core="local", core_batch=1)
+    return WindowProcessor(
+        config, table=table or SimpleNamespace(data={}), stats_topic=None, dlq_topic=None,
+        source_topic="t.request-timings", monotonic=lambda: clock.monotonic_ns() / S,
     )  # fmt: skip
-    processor.partitions[0] = PartitionWindows(0, config.window_config())
-    return processor
+
+
+def core_of(processor):
+    return processor.core.core  # the WindowCore inside a LocalCore
 
 
 def message(offset, value, key=b"sim/m"):
@@ -33,11 +39,11 @@ def test_bad_bytes_become_dead_letters_and_good_ones_are_windowed():
     processor.on_message(message(1, b"{oops"))
     processor.on_message(message(2, None))
     assert processor.pending == 3
-    assert [(d.value, d.error.split(":")[0]) for d in processor._dead] == [
+    assert [(d.value, d.error.split(":")[0]) for d in core_of(processor)._dead] == [
         (b"{oops", "not JSON"),
         (None, "empty value (tombstone) where a RequestTiming was expected"),
     ]
-    assert processor.partitions[0].counters.accepted == 1
+    assert core_of(processor).partitions[0].counters.accepted == 1
 
 
 def test_idle_partition_event_time_follows_wall_time_and_closes_the_last_window():
@@ -45,12 +51,13 @@ def test_idle_partition_event_time_follows_wall_time_and_closes_the_last_window(
     processor = processor_with(clock)
     event = TimingFactory(seed=2).event(TimingKey("sim", "m"), DEFAULT_START_NS + 30 * S)
     processor.on_message(message(0, encode(event)))
-    state = processor.partitions[0]
+    core = core_of(processor)
+    state = core.partitions[0]
     clock.advance(s=9)
-    processor.sweep_idle()
+    core.sweep_idle()
     assert state.take_emitted() == []  # not idle long enough
     clock.advance(s=27)  # 36 s idle: event time 30 s + 36 s = 66 s > window end 60 s + grace 5 s
-    processor.sweep_idle()
+    core.sweep_idle()
     emitted = state.take_emitted()
     assert [(s.window_end - DEFAULT_START_NS, s.count) for s in emitted] == [(60 * S, 1)]
     assert state.open_panes == 0
@@ -58,23 +65,21 @@ def test_idle_partition_event_time_follows_wall_time_and_closes_the_last_window(
 
 def test_assigned_partitions_are_restored_eagerly_and_quiet_ones_still_close():
     clock = FakeClock()
-    config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0)
+    config = WorkerConfig(windows=("1m",), grace="5s")
     before = PartitionWindows(2, config.window_config())
     event = TimingFactory(seed=3).event(TimingKey("sim", "m"), DEFAULT_START_NS + 30 * S)
     before.handle(7, event)
-    table = SimpleNamespace(data=dict(before.changelog_records()))
-    processor = WindowProcessor(
-        config, table=table, stats_topic=None, dlq_topic=None, source_topic="t.request-timings",
-        monotonic=lambda: clock.monotonic_ns() / S,
-    )  # fmt: skip
+    processor = processor_with(clock, table=SimpleNamespace(data=dict(before.changelog_records())))
     processor.on_assigned([2, 3])
-    restored = processor.partitions[2]
+    core = core_of(processor)
+    restored = core.partitions[2]
     assert (restored.open_panes, restored.last_offset) == (1, 7)
-    assert processor.partitions[3].open_panes == 0
-    restored.handle(7, event)  # the uncommitted event replayed after the crash: skipped, not counted twice
-    assert restored.counters.replayed == 1
+    assert core.partitions[3].open_panes == 0
+    replayed = SimpleNamespace(message=SimpleNamespace(partition=2, offset=7, key=b"sim/m", value=encode(event)))
+    processor.on_message(replayed)  # the uncommitted event replayed after the crash: skipped, not counted twice
+    assert (processor.counters.redelivered, restored.counters.accepted) == (1, 0)
     clock.advance(s=40)  # no further event on partition 2: the idle sweep closes its restored window
-    processor.sweep_idle()
+    core.sweep_idle()
     assert [(s.window_end - DEFAULT_START_NS, s.count) for s in restored.take_emitted()] == [(60 * S, 1)]
 
 
@@ -106,13 +111,11 @@ def journaled_processor(journal, windows=("1m",)):
         send_changelog=lambda partition, key, value: changelog._sent(key),
         app=SimpleNamespace(producer=SimpleNamespace(flush=flush_producer)),
     )
-    config = WorkerConfig(windows=windows, grace="5s")
-    processor = WindowProcessor(
+    config = WorkerConfig(windows=windows, grace="5s", core="local", core_batch=1)
+    return WindowProcessor(
         config, table=table, stats_topic=JournalTopic(journal, "stats"), dlq_topic=JournalTopic(journal, "dlq"),
         source_topic="t.request-timings",
     )  # fmt: skip
-    processor.partitions[0] = PartitionWindows(0, config.window_config())
-    return processor
 
 
 def acking(journal, offset, value):
@@ -124,7 +127,7 @@ def acking(journal, offset, value):
 def test_flush_makes_windows_and_dead_letters_durable_before_the_state_that_says_they_were_sent():
     # Were both sent together, a crash could leave the changelog (watermark advanced, panes dropped)
     # durable and the window's closing emission lost; the replay would then never emit it again.
-    journal = []
+    journal: list[tuple[str, Any]] = []
     processor = journaled_processor(journal)
     factory = TimingFactory(seed=4)
     for offset, at_s in enumerate([30, 70]):  # the second closes the window [0, 60) (70 > 60 + grace)
@@ -163,13 +166,13 @@ def timing_values(count, seed=5):
 
 
 def test_a_message_the_consumer_skipped_is_sought_back_and_nothing_after_it_is_applied_or_acked_first():
-    journal = []
+    journal: list[tuple[str, Any]] = []
     processor = journaled_processor(journal)
     consumer = SeekingConsumer()
     values = timing_values(6)
-    state = processor.partitions[0]
     for offset in (0, 1, 3, 4):  # faust dropped offset 2 (seen around rebalances)
         processor.on_message(acking(journal, offset, values[offset]))
+    state = core_of(processor).partitions[0]
     assert state.counters.accepted == 2 and state.last_offset == 1
     asyncio.run(processor.take_seeks(consumer))
     asyncio.run(processor.take_seeks(consumer))  # once per gap
@@ -185,19 +188,19 @@ def test_a_message_the_consumer_skipped_is_sought_back_and_nothing_after_it_is_a
 
 
 def test_redelivered_offsets_are_skipped_and_a_dead_letter_moves_the_position_on():
-    journal = []
+    journal: list[tuple[str, Any]] = []
     processor = journaled_processor(journal)
     values = timing_values(4, seed=6)
     values[2] = b"not json"
     for offset in (0, 1, 2, 1, 2, 3):  # 1 and 2 again: a replay after a restart, or a double fetch
         processor.on_message(acking(journal, offset, values[offset]))
-    state = processor.partitions[0]
-    assert (state.counters.accepted, processor.counters.redelivered, len(processor._dead)) == (3, 2, 1)
+    state = core_of(processor).partitions[0]
+    assert (state.counters.accepted, processor.counters.redelivered, len(core_of(processor)._dead)) == (3, 2, 1)
     assert state.last_offset == 3
 
 
 def test_offsets_deleted_by_retention_are_not_waited_for():
-    journal = []
+    journal: list[tuple[str, Any]] = []
     processor = journaled_processor(journal)
     values = timing_values(40, seed=7)
     processor.on_message(acking(journal, 0, values[0]))
@@ -206,8 +209,34 @@ def test_offsets_deleted_by_retention_are_not_waited_for():
     consumer = SeekingConsumer(log_start=30)
     asyncio.run(processor.take_seeks(consumer))
     assert consumer.seeks == [(0, 30)]  # where the log starts, not the deleted offset 1
-    assert processor.partitions[0].last_offset == 0
+    state = core_of(processor).partitions[0]
+    assert state.last_offset == 0
     for offset in (30, 31):  # redelivered from the seek: accepted, the deleted ones are not waited for
         processor.on_message(acking(journal, offset, values[offset]))
-    assert processor.partitions[0].last_offset == 31
-    assert processor.partitions[0].counters.accepted == 3
+    assert (state.last_offset, state.counters.accepted) == (31, 3)
+
+
+def test_the_core_in_a_child_process_gives_what_the_local_core_gives():
+    values = timing_values(50, seed=8)
+    values[7] = b"{broken"
+    messages = [(0, offset, b"sim/m", value) for offset, value in enumerate(values)]
+    later = TimingFactory(seed=9).event(TimingKey("sim", "m"), DEFAULT_START_NS + 3600 * S)
+    messages.append((0, 50, b"sim/m", encode(later)))  # closes the window of the first 50
+    config = WorkerConfig(windows=("1m",), grace="5s")
+    local = processor_with(FakeClock()).core
+    child = CoreProcess(config.window_config(), idle_close_s=3600.0)
+    try:
+
+        async def run(core):
+            core.restore(0, [])
+            core.submit(messages[:20])
+            core.submit(messages[20:])
+            return await core.drain()
+
+        mine, theirs = asyncio.run(run(local)), asyncio.run(run(child))
+    finally:
+        child.close()
+    assert [(d.value, d.error) for d in theirs.dead_letters] == [(d.value, d.error) for d in mine.dead_letters]
+    assert len(mine.dead_letters) == 1
+    assert len(mine.windows) == 1 and theirs.windows == mine.windows and theirs.records == mine.records
+    assert theirs.counters == mine.counters and mine.counters.applied == 51

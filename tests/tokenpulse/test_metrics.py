@@ -22,7 +22,6 @@ from sinks.consumer import SinkStats
 from sinks.notifiers import NotifierStats
 from sinks.testing import make_timing
 from streams.app import WindowProcessor, WorkerConfig
-from streams.engine import PartitionWindows
 from streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey
 from tokenpulse.errors import TokenpulseError
 from tokenpulse.metrics import (
@@ -76,11 +75,10 @@ def worker_processor() -> tuple[WindowProcessor, ResolvedTopic]:
         send_changelog=lambda partition, key, value: changelog.resolved(),
         app=SimpleNamespace(producer=SimpleNamespace(flush=flush_producer)),
     )
-    config = WorkerConfig(windows=("1m",), grace="5s")
+    config = WorkerConfig(windows=("1m",), grace="5s", core="local")
     processor = WindowProcessor(
         config, table=table, stats_topic=stats, dlq_topic=ResolvedTopic(), source_topic="t.request-timings"
     )
-    processor.partitions[0] = PartitionWindows(0, config.window_config())
     return processor, stats
 
 
@@ -110,13 +108,7 @@ def test_worker_collector_reports_processor_and_partition_counters_and_window_st
     assert before.value("tokenpulse_worker_events_redelivered_total") == 1
     assert before.value("tokenpulse_worker_pending_events") == 6
     assert before.value("tokenpulse_worker_dead_letters_total") == 0  # counted once the flush sent them
-    outcomes = {o: before.value("tokenpulse_worker_partition_events_total", partition="0", outcome=o)
-                for o in ("accepted", "duplicate", "replayed", "late")}  # fmt: skip
-    assert outcomes == {"accepted": 2, "duplicate": 1, "replayed": 0, "late": 1}
-    # the pane of [0 s, 60 s) closed and was dropped; the one of [60 s, 120 s) is open
-    assert before.value("tokenpulse_worker_open_panes", partition="0") == 1
-    assert before.value("tokenpulse_worker_open_windows", partition="0") == 1
-    assert before.value("tokenpulse_worker_event_time_seconds", partition="0") == (DEFAULT_START_NS + 70 * S) / S
+    assert before.labelled("tokenpulse_worker_open_panes") == {}  # the core reports partitions at a flush
 
     asyncio.run(processor.flush())
 
@@ -126,11 +118,17 @@ def test_worker_collector_reports_processor_and_partition_counters_and_window_st
     assert after.value("tokenpulse_worker_windows_emitted_total") == stats_topic.sent == 1
     assert after.value("tokenpulse_worker_flushes_total") == 1
     assert after.value("tokenpulse_worker_offset_gaps_total") == 0
+    outcomes = {o: after.value("tokenpulse_worker_partition_events_total", partition="0", outcome=o)
+                for o in ("accepted", "duplicate", "replayed", "late")}  # fmt: skip
+    assert outcomes == {"accepted": 2, "duplicate": 1, "replayed": 0, "late": 1}
+    # the pane of [0 s, 60 s) closed and was dropped; the one of [60 s, 120 s) is open
+    assert after.value("tokenpulse_worker_open_panes", partition="0") == 1
+    assert after.value("tokenpulse_worker_open_windows", partition="0") == 1
+    assert after.value("tokenpulse_worker_event_time_seconds", partition="0") == (DEFAULT_START_NS + 70 * S) / S
 
 
 def test_worker_collector_without_partitions_reports_zero_counters_and_no_partition_series() -> None:
     processor, _ = worker_processor()
-    processor.partitions.clear()
     samples = Samples.of(fresh(WorkerCollector(processor)))
     assert samples.value("tokenpulse_worker_events_consumed_total") == 0
     assert samples.labelled("tokenpulse_worker_open_panes") == {}
