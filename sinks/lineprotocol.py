@@ -8,6 +8,7 @@ rejects them. Floats are always written as floats and counts as integers, so a f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from schemas import Alert, RequestTiming, WindowStats
@@ -23,8 +24,18 @@ _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ ", "\t": r"\ "})
 
 
+_BACKSLASH_BEFORE_SPECIAL = re.compile(r"\\(?=[,= \n\r\t])")
+
+
 def escape_key(text: str) -> str:
-    """Escape a tag key, tag value or field key (commas, equals signs and spaces; newlines become spaces)."""
+    """Escape a tag key, tag value or field key (commas, equals signs and spaces; newlines become spaces).
+
+    InfluxDB's parser takes a backslash as escaping whatever byte follows it, so a backslash of the text
+    just before a character that gets escaped is doubled (else it would pair with the escape's backslash
+    and leave the separator bare).
+    """
+    if "\\" in text:
+        text = _BACKSLASH_BEFORE_SPECIAL.sub(r"\\\\", text)
     escaped = text.translate(_KEY_ESCAPES)
     # A trailing backslash would escape the separator that follows it.
     return escaped + " " if escaped.endswith("\\") else escaped

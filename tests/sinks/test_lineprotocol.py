@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sinks.lineprotocol import (
@@ -105,6 +105,7 @@ def _split_unescaped(text: str, sep: str) -> list[str]:
 
 
 @given(provider=_name, model=_name, workload=_name)
+@example(provider="p", model="m\\,x", workload="\\\n0")  # a backslash before an escaped character
 def test_any_names_give_three_sections(provider: str, model: str, workload: str) -> None:
     line = request_line(make_timing(provider=provider, model=model, workload=workload))
     assert "\n" not in line
