@@ -40,8 +40,9 @@ log = logging.getLogger("tokenpulse.worker")
 class WorkerConfig:
     """How the worker windows and how it talks to Kafka; defaults suit production, tests shorten them.
 
-    ``session_timeout_s`` is 8 s (faust's default is 60 s): a SIGKILLed worker's partitions move to
-    another worker after at most that long plus a rebalance, well inside the 15 s target.
+    ``session_timeout_s`` is 6 s (faust's default is 60 s; 6 s is the broker's default minimum): a SIGKILLed
+    worker's partitions move to another worker after at most that long plus a rebalance and the changelog
+    recovery, inside the 15 s target (about 8 s more here).
     ``idle_close_s``: a partition without events for this long lets its event time follow wall time, so
     the last windows of a quiet stream still close.
     ``core``: "process" runs decoding and windowing in a child process (``streams.offload``), leaving this
@@ -53,8 +54,8 @@ class WorkerConfig:
     partitions: int = 6
     app_id: str | None = None
     data_dir: Path | None = None
-    session_timeout_s: float = 8.0
-    heartbeat_interval_s: float = 2.0
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.5
     flush_interval_s: float = 0.5
     flush_every_events: int = 50_000  # backpressure: the agent waits for a flush beyond this many unacked events
     idle_close_s: float = 30.0
@@ -250,6 +251,7 @@ class WindowProcessor:
             if self._batch:
                 self.core.submit(self._batch)
                 self._batch = []
+            drained = dict(self._applied)  # what this drain covers (more may be handed over while it runs)
             output = await self.core.drain()
             self.core_counters = output.counters
             self.partition_summaries = output.partitions
@@ -279,16 +281,16 @@ class WindowProcessor:
                 await self._durable(state)
             for event in pending:
                 event.ack()  # Event.ack: marks the offset committable (Stream.ack only adds sensor calls)
-            self._release_held()
+            self._release_held(drained)
             self.counters.dead_letters += len(output.dead_letters)
             self.counters.emitted += len(output.windows)
             self.counters.flushes += 1
 
-    def _release_held(self) -> None:
-        # A held event whose offset has since been applied (redelivered after the seek) is acked now: its
-        # offset is already committable, so this only tells faust it is done with it.
+    def _release_held(self, drained: dict[int, int]) -> None:
+        # A held event whose offset has since been applied and made durable (redelivered after the seek) is
+        # acked now: its offset is already committable, so this only tells faust it is done with it.
         for partition, events in list(self._held.items()):
-            applied = self._applied.get(partition, -1)
+            applied = drained.get(partition, -1)
             done = [event for event in events if event.message.offset <= applied]
             if done:
                 for event in done:

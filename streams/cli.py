@@ -30,7 +30,9 @@ def worker(
     config: Annotated[Path | None, typer.Option("--config", help="YAML settings file")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="worker state dir [default: <data_dir>/worker]")] = None,
     app_id: Annotated[str | None, typer.Option(help="consumer group / app id [default: <prefix>-worker]")] = None,
-    session_timeout: Annotated[float, typer.Option(help="broker session timeout, seconds")] = 8.0,
+    session_timeout: Annotated[
+        float, typer.Option(help="broker session timeout, seconds (the broker's minimum is 6)")
+    ] = 6.0,
     idle_close: Annotated[float, typer.Option(help="idle seconds before event time follows wall time")] = 30.0,
     flush_interval: Annotated[float, typer.Option(help="seconds between state flushes and acks")] = 0.5,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",

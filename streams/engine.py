@@ -10,8 +10,9 @@ time, so replaying a partition after a crash reproduces the same ``WindowStats``
 * each pane remembers the source offset it last applied, so events replayed after a crash (offsets at
   or below it) are recognised and skipped instead of counted twice;
 * event ids are remembered per pane (``DedupHorizon``) so producer retries and spool replays count once;
-* ``changelog_records`` returns the changed panes (with their ids) and then a partition meta record, in
-  that order, for a compacted changelog topic; ``restore`` rebuilds the state from those records.
+* ``changelog_records`` returns the changed panes (with their ids), a partition meta record, and the
+  tombstones of dropped panes, in that order, for a compacted changelog topic; ``restore`` rebuilds the
+  state from those records, and from any prefix of them that a crash left durable.
 """
 
 from __future__ import annotations
@@ -252,13 +253,20 @@ class PartitionWindows:
 
     # ---- snapshots -------------------------------------------------------------------------------
     def changelog_records(self) -> list[ChangelogRecord]:
-        """Changed panes (None for a dropped one), then this partition's meta record; clears the changes."""
+        """Changed panes, then this partition's meta record, then tombstones of dropped panes; clears the changes.
+
+        The order matters: the worker writes them in this order to one changelog partition, so a crash leaves
+        a prefix of them durable. Pane updates without their meta are recognised on replay (offsets and ids
+        in the pane); a tombstone only lands after the meta that moved the watermark past its pane, so a
+        replay never re-creates a dropped pane from part of its events.
+        """
         records: list[ChangelogRecord] = []
+        tombstones: list[ChangelogRecord] = []
         for key, pane_start in sorted(self._dirty, key=repr):
             pane = self._panes.get(key, {}).get(pane_start)
             record_key = orjson.dumps(["pane", self.partition, *key, pane_start])
             if pane is None:
-                records.append((record_key, None))
+                tombstones.append((record_key, None))
                 continue
             value = {
                 "acc": pane.acc.to_state(),
@@ -269,7 +277,7 @@ class PartitionWindows:
         self._dirty.clear()
         meta = {"max_event_ns": self.watermark.max_event_ns, "last_offset": self.last_offset}
         records.append((meta_record_key(self.partition), orjson.dumps(meta)))
-        return records
+        return records + tombstones
 
     @classmethod
     def restore(cls, partition: int, config: WindowConfig, records: Iterable[ChangelogRecord]) -> PartitionWindows:

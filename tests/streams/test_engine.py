@@ -165,3 +165,40 @@ def test_an_event_delivered_out_of_offset_order_after_a_restore_is_applied_not_t
     restored.advance_event_time(t0 + 10 * M)
     minute = [s for s in restored.take_emitted() if s.window == "1m" and s.window_start == t0 - t0 % M]
     assert minute[-1].count == 12
+
+
+def test_a_crash_that_leaves_any_prefix_of_a_flush_durable_still_ends_exact():
+    # The worker writes one flush's records to one changelog partition, in order; a crash can leave any
+    # prefix of them durable. The flush below closes windows, so it holds pane updates, tombstones and the
+    # meta record. After a restore from each prefix, the worker skips offsets up to the restored meta's
+    # last offset (as WindowProcessor does) and replays the rest; every window must end as without a crash.
+    factory = TimingFactory(seed=12)
+    keys = default_keys(3)
+    events = list(factory.stream(keys, 2_400, interval_ns=S // 4, jitter_ns=S))
+    events += flush_event(factory, keys, DEFAULT_START_NS + 30 * M)
+    reference, _ = run(events)
+    want = final_by_window(reference.take_emitted())
+
+    live = PartitionWindows(0, CONFIG)
+    table: dict[bytes, bytes | None] = {}
+    before_crash = []
+    first, second = 1_000, 1_700  # two flushes; the crash hits the second one
+    for offset, event in enumerate(events[: second + 1]):
+        live.handle(offset, event)
+        if offset == first:
+            table.update(live.changelog_records())
+            before_crash += live.take_emitted()
+    crashing = live.changelog_records()
+    assert any(value is None for _, value in crashing), "the crashing flush must drop closed panes"
+    before_crash += live.take_emitted()  # windows are made durable before any changelog record
+
+    for durable in range(len(crashing) + 1):
+        state = dict(table)
+        state.update(crashing[:durable])
+        restored = PartitionWindows.restore(0, CONFIG, [(k, v) for k, v in state.items() if v is not None])
+        for offset in range(restored.last_offset + 1, len(events)):
+            restored.handle(offset, events[offset])
+        got = final_by_window(before_crash + restored.take_emitted())
+        assert got.keys() == want.keys(), durable
+        wrong = {key: (got[key].count, stats.count) for key, stats in want.items() if got[key] != stats}
+        assert not wrong, f"{durable} of {len(crashing)} records durable: {list(wrong.items())[:3]}"
