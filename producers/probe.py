@@ -332,8 +332,8 @@ async def run_workload_async(
     if freeze_gc:
         # A full (gen 2) collection walks every object of every imported library: 100 ms pauses were seen on
         # this 2-core machine, stalling every stream's timestamps. Objects alive now are moved out of the
-        # collector's way for the run and handed back afterwards.
-        gc.collect()
+        # collector's way for the run and handed back afterwards. No collection first: it cost 30-50 ms of
+        # CPU per run, and the little garbage frozen with them is collected after ``unfreeze``.
         gc.freeze()
     try:
         async with asyncio.TaskGroup() as group:

@@ -109,7 +109,7 @@ def compute_metrics_columns(
     ttft_ns = content_times[0] - sent_ns if content_times else None
     if ttft_ns is not None and ttft_ns > e2e_ns:
         e2e_ns = ttft_ns  # the stream ended at the first token; keep ttft <= e2e exact
-    gaps_ms = sorted((b - a) / NS_PER_MS for a, b in itertools.pairwise(content_times))
+    gaps_ms = sorted([(b - a) / NS_PER_MS for a, b in itertools.pairwise(content_times)])
 
     if usage is not None:
         prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens

@@ -6,6 +6,7 @@ Covers OpenAI, vLLM, NVIDIA NIM, Groq, Together and Cerebras's OpenAI-compatible
 
 from __future__ import annotations
 
+import codecs
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from httpx_sse import SSEError
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # behind EventSource.aiter_sse; pinned <0.5
 from pydantic import SecretStr
 
+from producers.adapters.wire import WireStamps, stamping, stamping_transport
 from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
 from producers.scheduler import sleep_until
 from producers.stream import ChatRequest, StreamRecorder, Usage
@@ -78,11 +80,11 @@ class OpenAIAdapter:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
         if api_key is not None and api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client = httpx.AsyncClient(
             headers=headers,
             timeout=timeout or httpx.Timeout(connect=10.0, read=120.0, write=10.0, pool=None),
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport or stamping_transport(limits),
         )
 
     def __repr__(self) -> str:
@@ -101,31 +103,35 @@ class OpenAIAdapter:
         headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: request.request_id}
         streaming = False
         send_at_ns = request.send_at_ns
+        wire = WireStamps(recorder.clock)
 
         async def trace(event_name: str, info: dict[str, Any]) -> None:
-            # "Request sent" is when the request starts going onto an open connection: pool waits and
-            # TCP/TLS connects before it are not the server's latency. Stamping before the write (not
-            # after it) keeps the error one-sided: the probe can never report a TTFT shorter than the truth.
-            # A scheduled request is held here, on its connection, until its planned send time.
+            # "Request sent" is when the request goes onto an open connection: pool waits and TCP/TLS
+            # connects before it are not the server's latency. The connection stamps the moment the
+            # headers are handed to the socket (``wire.sent_ns``); the stamp taken here is the fallback
+            # of a transport without ``StampingBackend``. A scheduled request is held here, on its
+            # connection, until its planned send time.
             self._traced = True
             if event_name in _SENT_EVENTS:
                 if send_at_ns is not None:
                     await sleep_until(send_at_ns, recorder.clock)
                 recorder.mark_sent()
+                wire.sending = True
 
         try:
             if send_at_ns is not None and not self._traced:
                 await sleep_until(send_at_ns, recorder.clock)  # a transport that emits no trace events
             recorder.mark_sent()  # fallback if the transport emits no trace events (e.g. a mock transport)
-            async with self._client.stream(
-                "POST", self._url, content=body, headers=headers, extensions={"trace": trace}
-            ) as response:
-                recorder.http_status = response.status_code
-                if response.status_code >= 300:
-                    text = (await response.aread()).decode(errors="replace")
-                    raise failure_for_status(response.status_code, response.headers, self._redact(text))
-                streaming = True
-                done = await self._read_events(response, recorder)
+            with stamping(wire):
+                async with self._client.stream(
+                    "POST", self._url, content=body, headers=headers, extensions={"trace": trace}
+                ) as response:
+                    recorder.http_status = response.status_code
+                    if response.status_code >= 300:
+                        text = (await response.aread()).decode(errors="replace")
+                        raise failure_for_status(response.status_code, response.headers, self._redact(text))
+                    streaming = True
+                    done = await self._read_events(response, recorder, wire)
             if not done:
                 raise ProbeFailure("stream_broken", "stream ended without [DONE]")
         except ProbeFailure as exc:
@@ -134,28 +140,37 @@ class OpenAIAdapter:
             raise ProbeFailure("invalid_response", self._redact(str(exc))) from None
         except Exception as exc:
             raise failure_for_exception(exc, streaming=streaming).redacted(self._secrets()) from None
+        finally:
+            if wire.sent_ns is not None:
+                recorder.sent_ns = wire.sent_ns
 
-    async def _read_events(self, response: httpx.Response, recorder: StreamRecorder) -> bool:
+    async def _read_events(self, response: httpx.Response, recorder: StreamRecorder, wire: WireStamps) -> bool:
         """Decode the SSE body with httpx-sse's line and event decoders; ``True`` if ``[DONE]`` arrived.
 
-        One flat loop over ``aiter_text`` rather than ``EventSource.aiter_sse``: the same decoders without
-        two async-generator hops per event. Every event is stamped with the time its last byte was read
-        (before any decoding or JSON parsing), and the body is read to its end after ``[DONE]`` so the
-        connection goes back to the pool.
+        One flat loop over ``aiter_bytes`` rather than ``EventSource.aiter_sse``: the same decoders without
+        three async-generator hops per chunk (``aiter_text``'s among them: an event stream is UTF-8 by the
+        SSE specification whatever its charset says, so it is decoded here). Every event is stamped with
+        the time its last byte was read from the socket (``wire.read_ns``, before any decoding or JSON
+        parsing), and the body is read to its end after ``[DONE]`` so the connection goes back to the pool.
         """
         content_type = response.headers.get("content-type", "").partition(";")[0]
         if "text/event-stream" not in content_type:
             raise ProbeFailure("invalid_response", f"expected Content-Type text/event-stream, got {content_type!r}")
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         lines = SSELineDecoder()
         events = SSEDecoder()
         clock = recorder.clock
         done = False
-        async for text in response.aiter_text():
-            arrived_ns = clock()
-            if not done:
+        async for raw in response.aiter_bytes():
+            if done:
+                continue
+            arrived_ns = wire.read_ns if wire.read_ns is not None else clock()
+            text = utf8.decode(raw)
+            if text:  # empty when ``raw`` ends inside a multi-byte character
                 done = self._feed(lines.decode(text), events, recorder, arrived_ns)
         if not done:
-            done = self._feed(lines.flush(), events, recorder, clock())
+            tail = utf8.decode(b"", final=True)
+            done = self._feed((lines.decode(tail) if tail else []) + lines.flush(), events, recorder, clock())
         return done
 
     @staticmethod

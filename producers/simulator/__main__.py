@@ -20,7 +20,13 @@ def main() -> None:
         print(base_url, flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(config, "127.0.0.1", 0, ready))
+        # uvloop, like the probe: the simulator's own event-loop overhead delays its ground-truth stamps.
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+            asyncio.run(serve_forever(config, "127.0.0.1", 0, ready))
+        else:
+            uvloop.run(serve_forever(config, "127.0.0.1", 0, ready))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 It serves several named endpoints at ``/{name}/v1/chat/completions`` (``/v1/chat/completions`` picks the
 endpoint whose name equals the request's ``model``, else the first one). Every request's ground truth, the
 simulator's own ``time.monotonic_ns()`` when the request arrived and when each chunk was written, is kept
-and served at ``GET /_sim/ground-truth``. Runs in a background thread (``SimulatorServer``) or in the
-foreground (``tokenpulse simulate``). It is a test and demo tool, not a provider.
+and served at ``GET /_sim/ground-truth``. "Arrived" is when the event loop handed the first bytes of the
+request to the connection's protocol (``ArrivalStamps``), not when aiohttp got round to the handler. Runs
+in a background thread (``SimulatorServer``) or in the foreground (``tokenpulse simulate``). It is a test
+and demo tool, not a provider.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig, effective_profile
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
+_RECEIVED_NS: ContextVar[int] = ContextVar("simulator_received_ns")  # aiohttp runs each request in its own task
 MAX_GROUND_TRUTH = 200_000
 _WORDS = [
     "the",
@@ -85,6 +90,8 @@ class SimulatorState:
         self.started_ns = clock()
         self.ground_truth: OrderedDict[str, GroundTruth] = OrderedDict()
         self.lock = threading.Lock()
+        self.arrivals: dict[asyncio.BaseProtocol, int] = {}
+        """First-byte time of the request being received on each connection (see ``ArrivalStamps``)."""
 
     def elapsed_s(self) -> float:
         return (self.clock() - self.started_ns) / 1e9
@@ -100,9 +107,70 @@ class SimulatorState:
                 self.ground_truth.popitem(last=False)
 
 
+class ArrivalStamps(asyncio.Protocol):
+    """Wraps aiohttp's protocol of one connection and stamps when the first bytes of each request arrive.
+
+    aiohttp starts a handler two event-loop turns after the request's bytes were read, and a busy loop
+    makes that later still; that wait is the simulator's, not the network's, so it must not count as
+    TTFT. A stamp is taken by the first ``data_received`` after the previous request's was claimed
+    (``claim_arrival``, once the whole request body is in), so body bytes never start a new request.
+    """
+
+    def __init__(self, inner: asyncio.Protocol, arrivals: dict[asyncio.BaseProtocol, int], clock: Callable[[], int]):
+        self._inner = inner
+        self._arrivals = arrivals
+        self._clock = clock
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner not in self._arrivals:
+            self._arrivals[self._inner] = self._clock()
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._arrivals.pop(self._inner, None)
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+async def listen(runner: web.BaseRunner, state: SimulatorState, sock: socket.socket) -> asyncio.Server:
+    """Serve ``runner`` (set up) on the bound ``sock`` with arrival stamps; close the server before cleanup."""
+    server = runner.server
+    if server is None:
+        raise RuntimeError("call runner.setup() before listen()")
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: ArrivalStamps(server(), state.arrivals, state.clock), sock=sock)
+
+
+def claim_arrival(state: SimulatorState, request: web.BaseRequest) -> int:
+    """When the first bytes of ``request`` arrived (now, if it did not come through ``ArrivalStamps``).
+
+    Call once the whole request has been read: bytes arriving later on the connection start the next one.
+    """
+    arrived_ns = state.arrivals.pop(request.protocol, None)
+    return arrived_ns if arrived_ns is not None else state.clock()
+
+
 def build_app(state: SimulatorState) -> web.Application:
     """The aiohttp application of a simulator."""
-    app = web.Application()
+
+    @web.middleware
+    async def arrival_time(request: web.Request, handler: Handler) -> web.StreamResponse:
+        await request.read()  # the whole request is in; aiohttp keeps the body for the handler
+        _RECEIVED_NS.set(claim_arrival(state, request))
+        return await handler(request)
+
+    app = web.Application(middlewares=[arrival_time])
     routes = web.RouteTableDef()
 
     @routes.post("/v1/chat/completions")
@@ -157,7 +225,7 @@ def build_app(state: SimulatorState) -> web.Application:
 
 
 async def _chat(state: SimulatorState, request: web.Request, endpoint: str | None) -> web.StreamResponse:
-    received_ns = state.clock()
+    received_ns = _RECEIVED_NS.get()
     try:
         body = orjson.loads(await request.read())
         if not isinstance(body, dict):
@@ -347,13 +415,14 @@ class SimulatorServer:
         try:
             self._runner = web.AppRunner(build_app(self.state), access_log=None, handle_signals=False)
             loop.run_until_complete(self._runner.setup())
-            loop.run_until_complete(web.SockSite(self._runner, sock).start())
+            server = loop.run_until_complete(listen(self._runner, self.state, sock))
         except BaseException as exc:
             self._error = exc
             self._ready.set()
             return
         self._ready.set()
         loop.run_forever()
+        server.close()
         loop.run_until_complete(self._runner.cleanup())
         loop.close()
 
@@ -388,15 +457,12 @@ async def serve_forever(config: SimulatorConfig, host: str, port: int, on_ready:
     state = SimulatorState(config)
     runner = web.AppRunner(build_app(state), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = port
-    server = getattr(site, "_server", None)
-    if server is not None and server.sockets:
-        bound = server.sockets[0].getsockname()[1]
-    on_ready(f"http://{host}:{bound}")
+    sock = socket.create_server((host, port))
+    server = await listen(runner, state, sock)
+    on_ready(f"http://{host}:{sock.getsockname()[1]}")
     try:
         await asyncio.Event().wait()
     finally:
+        server.close()
         with contextlib.suppress(Exception):
             await runner.cleanup()

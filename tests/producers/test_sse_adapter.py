@@ -177,3 +177,9 @@ def test_parse_rejects_non_objects() -> None:
     for bad in ("[1,2]", "42", "{"):
         with pytest.raises(ProbeFailure):
             parse_chunk_payload(bad)
+
+
+def test_multi_byte_characters_split_across_reads_are_decoded() -> None:
+    whole = chunk("héllo ✓") + DONE
+    cut = whole.index("✓".encode()) + 1  # inside the three bytes of the check mark
+    assert deltas(run([whole[:cut], whole[cut:]])) == ["héllo ✓"]
