@@ -150,9 +150,14 @@ def run_child(mode: str, group: str, env: dict[str, str], args: argparse.Namespa
 
 
 def _cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks (Linux /proc)."""
+    """utime + stime of a process and its live children, in clock ticks (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    ticks = int(fields[11]) + int(fields[12])
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            with contextlib.suppress(OSError):  # exited meanwhile
+                ticks += _cpu_ticks(int(child))
+    return ticks
 
 
 def _machine_ticks() -> tuple[int, int]:

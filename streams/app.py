@@ -27,9 +27,8 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from streams.core import CoreCounters, Message, PartitionSummary, WindowCore, summarize_restore
+from streams.core import CoreCounters, WindowCore, summarize_restore
 from streams.engine import WindowConfig, record_partition
-from streams.offload import Core, CoreProcess, LocalCore
 from tokenpulse.config import Settings
 from tokenpulse.metrics import MetricsEndpoint, WorkerCollector, serve_metrics
 
@@ -45,8 +44,6 @@ class WorkerConfig:
     recovery, inside the 15 s target (about 8 s more here).
     ``idle_close_s``: a partition without events for this long lets its event time follow wall time, so
     the last windows of a quiet stream still close.
-    ``core``: "process" runs decoding and windowing in a child process (``streams.offload``), leaving this
-    process's event loop to faust; "local" keeps them here (one process, for debugging and tests).
     """
 
     windows: tuple[str, ...] = ("1m", "5m/1m")
@@ -63,8 +60,6 @@ class WorkerConfig:
     recovery_delay_s: float = 1.0
     dedup_max_ids: int = 2_000_000
     log_level: str = "info"
-    core: str = "process"  # where decoding and windowing run: "process" (a child process) or "local"
-    core_batch: int = 500  # messages per hand-over to the core
 
     def window_config(self) -> WindowConfig:
         return WindowConfig.parse(self.windows, self.grace, self.dedup_max_ids)
@@ -93,8 +88,8 @@ class _Gap:
 
 
 class WindowProcessor:
-    """The faust side of the worker: offsets, acks and sends. The windows live in a ``Core`` (``streams.core``),
-    in this process or in a child process (``streams.offload``)."""
+    """The faust side of the worker: offsets, acks and sends. The windows live in a ``WindowCore``
+    (``streams.core``), which knows nothing of faust."""
 
     def __init__(
         self,
@@ -104,7 +99,6 @@ class WindowProcessor:
         stats_topic: Any,
         dlq_topic: Any,
         source_topic: str,
-        core: Core | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -112,15 +106,13 @@ class WindowProcessor:
         self.stats_topic = stats_topic
         self.dlq_topic = dlq_topic
         self.source_topic = source_topic
-        self.core = core or LocalCore(WindowCore(config.window_config(), config.idle_close_s, monotonic))
+        self.core = WindowCore(config.window_config(), config.idle_close_s, monotonic)
         self.monotonic = monotonic
         self.counters = WorkerCounters()
         self.core_counters = CoreCounters()
-        self.partition_summaries: list[PartitionSummary] = []  # as of the last flush
         self._applied: dict[int, int] = {}  # partition -> last offset handed to the core (-1: none yet)
         self._gaps: dict[int, _Gap] = {}
         self._held: dict[int, list[Any]] = {}  # events past a missing offset, acked once it is applied
-        self._batch: list[Message] = []
         self._pending: list[Any] = []
         self._last_report_mono = monotonic()
         self._lock = asyncio.Lock()
@@ -163,10 +155,7 @@ class WindowProcessor:
             self._gaps.pop(partition, None)
         self._applied[partition] = offset
         self._pending.append(event)
-        self._batch.append((partition, offset, message.key, message.value))
-        if len(self._batch) >= self.config.core_batch:
-            self.core.submit(self._batch)
-            self._batch = []
+        self.core.apply(partition, offset, message.key, message.value)
 
     def _accept_gap(self, partition: int, expected: int, offset: int) -> bool:
         """Whether to apply ``offset`` although ``expected`` has not been delivered (see ``on_message``).
@@ -248,13 +237,9 @@ class WindowProcessor:
         """
         async with self._lock:
             pending, self._pending = self._pending, []
-            if self._batch:
-                self.core.submit(self._batch)
-                self._batch = []
-            drained = dict(self._applied)  # what this drain covers (more may be handed over while it runs)
-            output = await self.core.drain()
+            drained = dict(self._applied)
+            output = self.core.drain()
             self.core_counters = output.counters
-            self.partition_summaries = output.partitions
             if not (pending or output.dead_letters or output.windows or output.records):
                 return
             # Two phases. The outputs (dead letters, windows) are made durable before the state that says they
@@ -368,16 +353,9 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
         key_type=bytes,  # bytes -> the "raw" serializer for the changelog, both ways
         value_type=bytes,
     )  # fmt: skip
-    if config.core not in ("process", "local"):
-        raise ValueError(f"core must be 'process' or 'local', not {config.core!r}")
-    core: Core | None = None
-    if config.core == "process":
-        level = logging.getLevelName(config.log_level.upper())
-        core = CoreProcess(config.window_config(), config.idle_close_s, level if isinstance(level, int) else 20)
     processor = WindowProcessor(
-        config, table=table, stats_topic=stats_topic, dlq_topic=dlq_topic, source_topic=topics.request_timings,
-        core=core,
-    )  # fmt: skip
+        config, table=table, stats_topic=stats_topic, dlq_topic=dlq_topic, source_topic=topics.request_timings
+    )
 
     @app.agent(source, name="window-aggregator")
     async def aggregate(stream: Any) -> None:
@@ -391,7 +369,7 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
 
     @app.timer(config.flush_interval_s)  # type: ignore[untyped-decorator]
     async def tick() -> None:
-        await processor.flush()  # a CoreDied here crashes the app: the worker exits and restarts from the changelog
+        await processor.flush()
         processor.report()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]

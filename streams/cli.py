@@ -36,9 +36,6 @@ def worker(
     idle_close: Annotated[float, typer.Option(help="idle seconds before event time follows wall time")] = 30.0,
     flush_interval: Annotated[float, typer.Option(help="seconds between state flushes and acks")] = 0.5,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
-    core: Annotated[
-        str, typer.Option(help="where decoding and windowing run: 'process' (a child process) or 'local'")
-    ] = "process",
     metrics_port: MetricsPortOpt = 0,
     metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
 ) -> None:
@@ -53,15 +50,13 @@ def worker(
         raise TokenpulseError(f"--windows/--grace: {exc}") from None
     if partitions < 1:
         raise TokenpulseError("--partitions must be at least 1")
-    if core not in ("process", "local"):
-        raise TokenpulseError(f"--core must be 'process' or 'local', not {core!r}")
     settings = load_settings(config)
     run_worker(
         settings,
         WorkerConfig(
             windows=window_list, grace=grace, partitions=partitions, app_id=app_id, data_dir=data_dir,
             session_timeout_s=session_timeout, heartbeat_interval_s=max(1.0, session_timeout / 4),
-            idle_close_s=idle_close, flush_interval_s=flush_interval, log_level=log_level, core=core,
+            idle_close_s=idle_close, flush_interval_s=flush_interval, log_level=log_level,
         ),
         metrics=MetricsEndpoint(metrics_port, metrics_host),
     )  # fmt: skip

@@ -1,11 +1,9 @@
 """The worker's CPU work, without faust: decode, window, sweep idle partitions, and hand back what to send.
 
 ``WindowCore`` owns the ``PartitionWindows`` of every partition this worker holds. The faust shell
-(``streams.app``) only moves bytes: it passes each partition's messages in offset order to ``apply`` and,
-on every flush, takes the dead letters, the encoded ``WindowStats`` and the changelog records from
-``drain``. Because the core is plain synchronous Python that is fed by messages, it can run in the worker
-process or in a child process of its own (``streams.offload``), where it does not compete with faust's
-event loop for the same core.
+(``streams.app``) keeps the offsets and the acks: it passes each partition's messages in offset order to
+``apply`` and, on every flush, takes the dead letters, the encoded ``WindowStats`` and the changelog
+records from ``drain``. The core is plain synchronous Python, tested without a broker.
 """
 
 from __future__ import annotations
@@ -21,9 +19,6 @@ from streams.decoding import decode_timing
 from streams.engine import ChangelogRecord, PartitionWindows, WindowConfig, meta_record_key, record_partition
 
 NANOS_PER_SECOND = 1_000_000_000
-
-Message = tuple[int, int, bytes | None, bytes | None]
-"""(partition, offset, key, value) of one source record."""
 
 
 @dataclass(frozen=True)
@@ -43,20 +38,6 @@ class CoreCounters:
     replayed: int = 0
 
 
-@dataclass(frozen=True)
-class PartitionSummary:
-    """One partition's outcomes and window state at a drain (what ``/metrics`` reports per partition)."""
-
-    partition: int
-    accepted: int
-    duplicates: int
-    replayed: int
-    late: int
-    open_windows: int
-    open_panes: int
-    max_event_ns: int
-
-
 @dataclass
 class CoreOutput:
     """What one flush must make durable, in this order: dead letters and windows, then the state."""
@@ -65,7 +46,6 @@ class CoreOutput:
     windows: list[tuple[bytes, bytes]] = field(default_factory=list)  # (Kafka key, encoded WindowStats)
     records: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)  # (partition, key, value)
     counters: CoreCounters = field(default_factory=CoreCounters)
-    partitions: list[PartitionSummary] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -128,23 +108,21 @@ class WindowCore:
         if state.open_panes:  # the idle sweep closes them even if the partition gets no further event
             self._last_event_mono.setdefault(partition, self.monotonic())
 
-    def apply(self, messages: Iterable[Message]) -> None:
-        """Decode and window each message; an undecodable one becomes a dead letter and is skipped."""
-        now = self.monotonic()
-        for partition, offset, key, value in messages:
-            state = self.partitions.get(partition)
-            if state is None:
-                state = self.partitions[partition] = PartitionWindows(partition, self.config)
-            self._changed.add(partition)
-            self._last_event_mono[partition] = now
-            self._applied += 1
-            try:
-                timing = decode_timing(value)
-            except SchemaError as exc:
-                self._dead.append(DeadLetter(key, value, str(exc)))
-                state.skip_offset(offset)
-                continue
-            state.handle(offset, timing)
+    def apply(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        """Decode and window one message; an undecodable one becomes a dead letter and is skipped."""
+        state = self.partitions.get(partition)
+        if state is None:
+            state = self.partitions[partition] = PartitionWindows(partition, self.config)
+        self._changed.add(partition)
+        self._last_event_mono[partition] = self.monotonic()
+        self._applied += 1
+        try:
+            timing = decode_timing(value)
+        except SchemaError as exc:
+            self._dead.append(DeadLetter(key, value, str(exc)))
+            state.skip_offset(offset)
+            return
+        state.handle(offset, timing)
 
     def sweep_idle(self) -> None:
         """Let event time follow wall time on partitions that have been quiet for ``idle_close_s``."""
@@ -179,7 +157,6 @@ class WindowCore:
         self._emitted += len(output.windows)
         self._dead_count += len(output.dead_letters)
         output.counters = self.counters()
-        output.partitions = [_summary(partition, state) for partition, state in sorted(self.partitions.items())]
         return output
 
     def drop(self, partitions: Iterable[int]) -> None:
@@ -197,11 +174,3 @@ class WindowCore:
             totals.late += state.counters.late
             totals.replayed += state.counters.replayed
         return totals
-
-
-def _summary(partition: int, state: PartitionWindows) -> PartitionSummary:
-    counters = state.counters
-    return PartitionSummary(
-        partition, counters.accepted, counters.duplicates, counters.replayed, counters.late,
-        state.open_windows, state.open_panes, state.watermark.max_event_ns,
-    )  # fmt: skip

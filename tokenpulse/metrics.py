@@ -1,7 +1,7 @@
 """Prometheus ``/metrics`` for the long-running commands (``worker``, ``sink``, ``probe``).
 
 Nothing is counted for the metrics' sake: each collector reads, at scrape time, the plain counters the
-components keep anyway (``WorkerCounters``, ``PartitionSummary``, ``SinkStats``, ``NotifierStats``,
+components keep anyway (``WorkerCounters``, ``PartitionCounters``, ``SinkStats``, ``NotifierStats``,
 ``PublishStats``, ``EndpointSummary``), so the hot paths pay nothing. With ``--metrics-port 0`` (the
 default) no server is started at all.
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from sinks.runner import SinkRunner
     from streams.alerting import AlertEngine
     from streams.app import WindowProcessor, WorkerCounters
-    from streams.core import PartitionSummary
+    from streams.engine import PartitionCounters
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -174,19 +174,37 @@ def _gauge(name: str, documentation: str, labels: Iterable[str] = ()) -> GaugeMe
 
 # ---- worker ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class PartitionSnapshot:
+    partition: int
+    accepted: int
+    duplicates: int
+    replayed: int
+    late: int
+    open_windows: int
+    open_panes: int
+    max_event_ns: int
+
+
+@dataclass(frozen=True)
 class WorkerSnapshot:
     """The worker's counters and window state at one moment (taken on its event loop)."""
 
     counters: WorkerCounters
     pending: int
-    partitions: tuple[PartitionSummary, ...]
+    partitions: tuple[PartitionSnapshot, ...]
 
 
 def worker_snapshot(processor: WindowProcessor) -> WorkerSnapshot:
-    """Copy what ``WorkerCollector`` reports; must run where ``processor`` is changed (its event loop). The
-    per-partition figures come from the window core and are as of the last flush (every 0.5 s by default)."""
-    partitions = tuple(processor.partition_summaries)
-    return WorkerSnapshot(dataclasses.replace(processor.counters), processor.pending, partitions)
+    """Copy what ``WorkerCollector`` reports; must run where ``processor`` is changed (its event loop)."""
+    partitions = []
+    for partition, state in sorted(processor.core.partitions.items()):
+        counters: PartitionCounters = state.counters
+        snapshot = PartitionSnapshot(
+            partition, counters.accepted, counters.duplicates, counters.replayed, counters.late,
+            state.open_windows, state.open_panes, state.watermark.max_event_ns,
+        )  # fmt: skip
+        partitions.append(snapshot)
+    return WorkerSnapshot(dataclasses.replace(processor.counters), processor.pending, tuple(partitions))
 
 
 class WorkerCollector(Collector):

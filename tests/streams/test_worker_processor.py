@@ -8,7 +8,6 @@ from typing import Any
 from schemas import encode
 from streams.app import WindowProcessor, WorkerConfig
 from streams.engine import PartitionWindows
-from streams.offload import CoreProcess
 from streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey
 from tokenpulse.testing import FakeClock
 
@@ -16,8 +15,7 @@ S = 1_000_000_000
 
 
 def processor_with(clock, table=None):
-    """A processor with its core in this process, handing every message to the core at once."""
-    config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0, core="local", core_batch=1)
+    config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0)
     return WindowProcessor(
         config, table=table or SimpleNamespace(data={}), stats_topic=None, dlq_topic=None,
         source_topic="t.request-timings", monotonic=lambda: clock.monotonic_ns() / S,
@@ -25,7 +23,7 @@ def processor_with(clock, table=None):
 
 
 def core_of(processor):
-    return processor.core.core  # the WindowCore inside a LocalCore
+    return processor.core
 
 
 def message(offset, value, key=b"sim/m"):
@@ -111,7 +109,7 @@ def journaled_processor(journal, windows=("1m",)):
         send_changelog=lambda partition, key, value: changelog._sent(key),
         app=SimpleNamespace(producer=SimpleNamespace(flush=flush_producer)),
     )
-    config = WorkerConfig(windows=windows, grace="5s", core="local", core_batch=1)
+    config = WorkerConfig(windows=windows, grace="5s")
     return WindowProcessor(
         config, table=table, stats_topic=JournalTopic(journal, "stats"), dlq_topic=JournalTopic(journal, "dlq"),
         source_topic="t.request-timings",
@@ -214,29 +212,3 @@ def test_offsets_deleted_by_retention_are_not_waited_for():
     for offset in (30, 31):  # redelivered from the seek: accepted, the deleted ones are not waited for
         processor.on_message(acking(journal, offset, values[offset]))
     assert (state.last_offset, state.counters.accepted) == (31, 3)
-
-
-def test_the_core_in_a_child_process_gives_what_the_local_core_gives():
-    values = timing_values(50, seed=8)
-    values[7] = b"{broken"
-    messages = [(0, offset, b"sim/m", value) for offset, value in enumerate(values)]
-    later = TimingFactory(seed=9).event(TimingKey("sim", "m"), DEFAULT_START_NS + 3600 * S)
-    messages.append((0, 50, b"sim/m", encode(later)))  # closes the window of the first 50
-    config = WorkerConfig(windows=("1m",), grace="5s")
-    local = processor_with(FakeClock()).core
-    child = CoreProcess(config.window_config(), idle_close_s=3600.0)
-    try:
-
-        async def run(core):
-            core.restore(0, [])
-            core.submit(messages[:20])
-            core.submit(messages[20:])
-            return await core.drain()
-
-        mine, theirs = asyncio.run(run(local)), asyncio.run(run(child))
-    finally:
-        child.close()
-    assert [(d.value, d.error) for d in theirs.dead_letters] == [(d.value, d.error) for d in mine.dead_letters]
-    assert len(mine.dead_letters) == 1
-    assert len(mine.windows) == 1 and theirs.windows == mine.windows and theirs.records == mine.records
-    assert theirs.counters == mine.counters and mine.counters.applied == 51

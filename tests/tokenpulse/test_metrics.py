@@ -75,7 +75,7 @@ def worker_processor() -> tuple[WindowProcessor, ResolvedTopic]:
         send_changelog=lambda partition, key, value: changelog.resolved(),
         app=SimpleNamespace(producer=SimpleNamespace(flush=flush_producer)),
     )
-    config = WorkerConfig(windows=("1m",), grace="5s", core="local")
+    config = WorkerConfig(windows=("1m",), grace="5s")
     processor = WindowProcessor(
         config, table=table, stats_topic=stats, dlq_topic=ResolvedTopic(), source_topic="t.request-timings"
     )
@@ -108,7 +108,13 @@ def test_worker_collector_reports_processor_and_partition_counters_and_window_st
     assert before.value("tokenpulse_worker_events_redelivered_total") == 1
     assert before.value("tokenpulse_worker_pending_events") == 6
     assert before.value("tokenpulse_worker_dead_letters_total") == 0  # counted once the flush sent them
-    assert before.labelled("tokenpulse_worker_open_panes") == {}  # the core reports partitions at a flush
+    outcomes = {o: before.value("tokenpulse_worker_partition_events_total", partition="0", outcome=o)
+                for o in ("accepted", "duplicate", "replayed", "late")}  # fmt: skip
+    assert outcomes == {"accepted": 2, "duplicate": 1, "replayed": 0, "late": 1}
+    # the pane of [0 s, 60 s) closed and was dropped; the one of [60 s, 120 s) is open
+    assert before.value("tokenpulse_worker_open_panes", partition="0") == 1
+    assert before.value("tokenpulse_worker_open_windows", partition="0") == 1
+    assert before.value("tokenpulse_worker_event_time_seconds", partition="0") == (DEFAULT_START_NS + 70 * S) / S
 
     asyncio.run(processor.flush())
 
@@ -118,13 +124,6 @@ def test_worker_collector_reports_processor_and_partition_counters_and_window_st
     assert after.value("tokenpulse_worker_windows_emitted_total") == stats_topic.sent == 1
     assert after.value("tokenpulse_worker_flushes_total") == 1
     assert after.value("tokenpulse_worker_offset_gaps_total") == 0
-    outcomes = {o: after.value("tokenpulse_worker_partition_events_total", partition="0", outcome=o)
-                for o in ("accepted", "duplicate", "replayed", "late")}  # fmt: skip
-    assert outcomes == {"accepted": 2, "duplicate": 1, "replayed": 0, "late": 1}
-    # the pane of [0 s, 60 s) closed and was dropped; the one of [60 s, 120 s) is open
-    assert after.value("tokenpulse_worker_open_panes", partition="0") == 1
-    assert after.value("tokenpulse_worker_open_windows", partition="0") == 1
-    assert after.value("tokenpulse_worker_event_time_seconds", partition="0") == (DEFAULT_START_NS + 70 * S) / S
 
 
 def test_worker_collector_without_partitions_reports_zero_counters_and_no_partition_series() -> None:
