@@ -7,18 +7,16 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sinks.testing import BASE_NS, MINUTE_NS, make_timing, make_window, produce
 from stack.process import free_port
 from tokenpulse.testing import InfluxEndpoint
-from tokenpulse.testing.metrics import Samples
+from tokenpulse.testing.metrics import scrape_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,24 +65,6 @@ def receiver() -> Iterator[FlakyReceiver]:
     receiver.close()
 
 
-def scrape_until(url: str, done: Callable[[Samples], bool], timeout_s: float, log: Path) -> Samples:
-    deadline = time.monotonic() + timeout_s
-    last: Samples | None = None
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(url, timeout=5.0)
-        except httpx.TransportError:
-            response = None  # still starting
-        if response is not None and response.status_code == 200:
-            last = Samples(response.text)
-            if done(last):
-                return last
-        time.sleep(0.5)
-    shown = "\n".join(line for line in (last.text if last else "").splitlines() if line.startswith("tokenpulse_"))
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-    raise AssertionError(f"metrics not reached within {timeout_s}s; last scrape:\n{shown}\n{tail}")
-
-
 def test_sink_serves_sink_alerting_and_notifier_counters(
     kafka_bootstrap: str, influx: InfluxEndpoint, topic_prefix: str, tmp_path: Path, receiver: FlakyReceiver
 ) -> None:
@@ -117,7 +97,7 @@ def test_sink_serves_sink_alerting_and_notifier_counters(
                 and s.value("tokenpulse_sink_points_written_total", sink="llm_alert") == 1
             ),
             timeout_s=35.0,
-            log=log,
+            context=lambda: "\n".join(log.read_text(errors="replace").splitlines()[-30:]),
         )
     finally:
         process.terminate()

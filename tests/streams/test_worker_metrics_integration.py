@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from stack.process import free_port
 from streams.cli import worker_argv
 from streams.testing import TimingFactory, WorkerProcess, create_topics, default_keys, produce, timing_records
-from tokenpulse.testing.metrics import Samples
+from tokenpulse.testing.metrics import scrape_until
 
 pytestmark = pytest.mark.integration
 
 S = 1_000_000_000
 PARTITIONS = 2
-
-
-def scrape_until(url: str, done: Callable[[Samples], bool], timeout_s: float, worker: WorkerProcess) -> Samples:
-    """Scrape ``url`` until ``done(samples)``; fail with the last scrape and the worker's log otherwise."""
-    deadline = time.monotonic() + timeout_s
-    last: Samples | None = None
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(url, timeout=5.0)
-        except httpx.TransportError:
-            response = None  # the worker is still starting
-        if response is not None and response.status_code == 200:
-            last = Samples(response.text)
-            if done(last):
-                return last
-        time.sleep(0.5)
-    shown = "\n".join(line for line in (last.text if last else "").splitlines() if line.startswith("tokenpulse_"))
-    raise AssertionError(f"metrics not reached within {timeout_s}s; last scrape:\n{shown}\n{worker.log_tail()}")
 
 
 def test_worker_serves_consumed_dead_letter_and_partition_counters(
@@ -66,7 +45,7 @@ def test_worker_serves_consumed_dead_letter_and_partition_counters(
                 and s.value("tokenpulse_worker_pending_events") == 0
             ),
             timeout_s=35.0,
-            worker=worker,
+            context=worker.log_tail,
         )
     accepted = samples.labelled("tokenpulse_worker_partition_events_total")
     by_outcome: dict[str, float] = {}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
+import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,3 +35,22 @@ class Samples:
 
     def names(self) -> set[str]:
         return {name for name, _ in self._values}
+
+
+def scrape_until(url: str, done: Callable[[Samples], bool], timeout_s: float, context: Callable[[], str]) -> Samples:
+    """Scrape ``url`` every 0.5 s until ``done(samples)``; else fail with the last scrape and ``context()``
+    (the serving process's log, say). A refused connection counts as "still starting"."""
+    deadline = time.monotonic() + timeout_s
+    last: Samples | None = None
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=5.0)
+        except httpx.TransportError:
+            response = None
+        if response is not None and response.status_code == 200:
+            last = Samples(response.text)
+            if done(last):
+                return last
+        time.sleep(0.5)
+    shown = "\n".join(line for line in (last.text if last else "").splitlines() if line.startswith("tokenpulse_"))
+    raise AssertionError(f"metrics not reached within {timeout_s}s; last scrape:\n{shown}\n{context()}")
