@@ -18,6 +18,7 @@ from producers.probe import run_async
 from producers.scheduler import sleep_until
 from producers.stream import ChatRequest, StreamChunk, StreamRecorder, Usage
 from producers.timing import Prices, compute_metrics, compute_metrics_columns
+from tokenpulse.testing.adapters import stream_to_end
 
 DONE = b"data: [DONE]\n\n"
 
@@ -70,15 +71,7 @@ def stream_once(pieces: list[bytes], send_at_ns: int | None) -> StreamRecorder:
     recorder = StreamRecorder(time.monotonic_ns)
     adapter = OpenAIAdapter("http://sim.test/v1", None, transport=transport)
     request = ChatRequest("m", ({"role": "user", "content": "hi"},), 8, "r1", send_at_ns=send_at_ns)
-
-    async def go() -> None:
-        try:
-            await adapter.stream(request, recorder)
-        finally:
-            await adapter.aclose()
-
-    asyncio.run(go())
-    return recorder
+    return stream_to_end(adapter, request, recorder)
 
 
 def test_a_scheduled_request_is_not_sent_before_its_planned_time() -> None:

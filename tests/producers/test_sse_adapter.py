@@ -14,6 +14,7 @@ from producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
 from producers.errors import ProbeFailure
 from producers.stream import ChatRequest, StreamRecorder, Usage
 from tokenpulse.testing import FakeClock
+from tokenpulse.testing.adapters import stream_to_end
 
 KEY = "sk-test-THIS-MUST-NEVER-LEAK-123"
 
@@ -53,15 +54,7 @@ def run(pieces: list[bytes], **kwargs: object) -> StreamRecorder:
     recorder = StreamRecorder(clock.monotonic_ns)
     adapter = OpenAIAdapter("http://sim.test/v1", SecretStr(KEY), transport=transport_for(pieces, **kwargs))  # type: ignore[arg-type]
     request = ChatRequest(model="m", messages=({"role": "user", "content": "hi"},), max_tokens=8, request_id="r1")
-
-    async def go() -> None:
-        try:
-            await adapter.stream(request, recorder)
-        finally:
-            await adapter.aclose()
-
-    asyncio.run(go())
-    return recorder
+    return stream_to_end(adapter, request, recorder)
 
 
 def deltas(recorder: StreamRecorder) -> list[str]:
