@@ -27,7 +27,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from streams.core import CoreCounters, WindowCore, summarize_restore
+from streams.core import WindowCore
 from streams.engine import WindowConfig, record_partition
 from tokenpulse.config import Settings
 from tokenpulse.metrics import MetricsEndpoint, WorkerCollector, serve_metrics
@@ -109,7 +109,6 @@ class WindowProcessor:
         self.core = WindowCore(config.window_config(), config.idle_close_s, monotonic)
         self.monotonic = monotonic
         self.counters = WorkerCounters()
-        self.core_counters = CoreCounters()
         self._applied: dict[int, int] = {}  # partition -> last offset handed to the core (-1: none yet)
         self._gaps: dict[int, _Gap] = {}
         self._held: dict[int, list[Any]] = {}  # events past a missing offset, acked once it is applied
@@ -197,13 +196,15 @@ class WindowProcessor:
             await consumer.seek_wait({tp: max(gap.expected, gap.log_start or 0)})
 
     def _restore(self, partition: int) -> int:
-        """Hand ``partition``'s changelog records to the core; returns the last offset they had applied."""
+        """Rebuild ``partition`` in the core from the changelog; returns the last offset it had applied."""
         records = [(k, v) for k, v in list(self.table.data.items()) if record_partition(k) == partition]
-        summary = summarize_restore(partition, records)
-        log.info("%s", summary.describe())
-        self.core.restore(partition, records)
-        self._applied[partition] = summary.last_offset
-        return summary.last_offset
+        state = self.core.restore(partition, records)
+        log.info(
+            "partition %d: restored %d open panes from %d changelog records, event time %d, last offset %d",
+            partition, state.open_panes, len(records), state.watermark.max_event_ns, state.last_offset,
+        )  # fmt: skip
+        self._applied[partition] = state.last_offset
+        return state.last_offset
 
     def on_assigned(self, partitions: Iterable[int]) -> None:
         """Rebuild every newly assigned partition from the recovered table, before its events flow.
@@ -222,7 +223,7 @@ class WindowProcessor:
         if now - self._last_report_mono < every_s:
             return
         self._last_report_mono = now
-        core = self.core_counters
+        core = self.core.counters()
         log.info(
             "consumed %d, dead letters %d, windows emitted %d, duplicates %d, late %d, replayed %d, "
             "redelivered %d, offset gaps %d",
@@ -239,7 +240,6 @@ class WindowProcessor:
             pending, self._pending = self._pending, []
             drained = dict(self._applied)
             output = self.core.drain()
-            self.core_counters = output.counters
             if not (pending or output.dead_letters or output.windows or output.records):
                 return
             # Two phases. The outputs (dead letters, windows) are made durable before the state that says they

@@ -12,11 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import orjson
-
 from schemas import SchemaError, encode
 from streams.decoding import decode_timing
-from streams.engine import ChangelogRecord, PartitionWindows, WindowConfig, meta_record_key, record_partition
+from streams.engine import ChangelogRecord, PartitionCounters, PartitionWindows, WindowConfig
 
 NANOS_PER_SECOND = 1_000_000_000
 
@@ -29,57 +27,12 @@ class DeadLetter:
 
 
 @dataclass
-class CoreCounters:
-    applied: int = 0
-    dead_letters: int = 0
-    emitted: int = 0
-    duplicates: int = 0
-    late: int = 0
-    replayed: int = 0
-
-
-@dataclass
 class CoreOutput:
     """What one flush must make durable, in this order: dead letters and windows, then the state."""
 
     dead_letters: list[DeadLetter] = field(default_factory=list)
     windows: list[tuple[bytes, bytes]] = field(default_factory=list)  # (Kafka key, encoded WindowStats)
     records: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)  # (partition, key, value)
-    counters: CoreCounters = field(default_factory=CoreCounters)
-
-
-@dataclass(frozen=True)
-class RestoreSummary:
-    partition: int
-    records: int
-    open_panes: int
-    max_event_ns: int
-    last_offset: int
-
-    def describe(self) -> str:
-        return (
-            f"partition {self.partition}: restored {self.open_panes} open panes from {self.records} changelog "
-            f"records, event time {self.max_event_ns}, last offset {self.last_offset}"
-        )
-
-
-def summarize_restore(partition: int, records: Iterable[ChangelogRecord]) -> RestoreSummary:
-    """What ``WindowCore.restore`` will rebuild from ``records``, read from the record keys and the meta record
-    alone (cheap: no sketch is decoded)."""
-    count = open_panes = 0
-    max_event_ns = last_offset = -1
-    meta_key = meta_record_key(partition)
-    for key, value in records:
-        if record_partition(key) != partition:
-            continue
-        count += 1
-        if key == meta_key:
-            if value is not None:
-                meta = orjson.loads(value)
-                max_event_ns, last_offset = meta["max_event_ns"], meta["last_offset"]
-        elif value is not None:
-            open_panes += 1
-    return RestoreSummary(partition, count, open_panes, max_event_ns, last_offset)
 
 
 class WindowCore:
@@ -96,17 +49,14 @@ class WindowCore:
         self._sweep_base: dict[int, tuple[float, int]] = {}  # last event time -> event time at that moment
         self._changed: set[int] = set()
         self._dead: list[DeadLetter] = []
-        self._emitted = 0
-        self._dead_count = 0
-        self._applied = 0
 
-    def restore(self, partition: int, records: Sequence[ChangelogRecord]) -> None:
-        """Rebuild ``partition`` from its changelog records (any records of other partitions are ignored)."""
-        mine = [(key, value) for key, value in records if record_partition(key) == partition]
-        state = PartitionWindows.restore(partition, self.config, mine)
+    def restore(self, partition: int, records: Sequence[ChangelogRecord]) -> PartitionWindows:
+        """Rebuild ``partition`` from changelog records (``PartitionWindows.restore`` skips other partitions')."""
+        state = PartitionWindows.restore(partition, self.config, records)
         self.partitions[partition] = state
         if state.open_panes:  # the idle sweep closes them even if the partition gets no further event
             self._last_event_mono.setdefault(partition, self.monotonic())
+        return state
 
     def apply(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         """Decode and window one message; an undecodable one becomes a dead letter and is skipped."""
@@ -115,7 +65,6 @@ class WindowCore:
             state = self.partitions[partition] = PartitionWindows(partition, self.config)
         self._changed.add(partition)
         self._last_event_mono[partition] = self.monotonic()
-        self._applied += 1
         try:
             timing = decode_timing(value)
         except SchemaError as exc:
@@ -140,10 +89,9 @@ class WindowCore:
                 state.advance_event_time(target)
                 self._changed.add(partition)
 
-    def drain(self, sweep: bool = True) -> CoreOutput:
-        """Everything produced since the last drain (after the idle sweep, if ``sweep``)."""
-        if sweep:
-            self.sweep_idle()
+    def drain(self) -> CoreOutput:
+        """Everything produced since the last drain, after the idle sweep."""
+        self.sweep_idle()
         output = CoreOutput(dead_letters=self._dead)
         self._dead = []
         changed, self._changed = self._changed, set()
@@ -154,9 +102,6 @@ class WindowCore:
             for stats in state.take_emitted():
                 output.windows.append((stats.kafka_key(), encode(stats)))
             output.records.extend((partition, key, value) for key, value in state.changelog_records())
-        self._emitted += len(output.windows)
-        self._dead_count += len(output.dead_letters)
-        output.counters = self.counters()
         return output
 
     def drop(self, partitions: Iterable[int]) -> None:
@@ -167,9 +112,11 @@ class WindowCore:
             self._sweep_base.pop(partition, None)
             self._changed.discard(partition)
 
-    def counters(self) -> CoreCounters:
-        totals = CoreCounters(applied=self._applied, dead_letters=self._dead_count, emitted=self._emitted)
+    def counters(self) -> PartitionCounters:
+        """Outcomes summed over the partitions this worker holds."""
+        totals = PartitionCounters()
         for state in self.partitions.values():
+            totals.accepted += state.counters.accepted
             totals.duplicates += state.counters.duplicates
             totals.late += state.counters.late
             totals.replayed += state.counters.replayed

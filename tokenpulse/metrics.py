@@ -168,6 +168,22 @@ def _counter(name: str, documentation: str, labels: Iterable[str] = ()) -> Count
     return CounterMetricFamily(name, documentation, labels=list(labels))
 
 
+def _counters_by_name(
+    component: str, families: Iterable[tuple[str, str, str]], stats: Mapping[str, Any]
+) -> list[CounterMetricFamily]:
+    """``tokenpulse_<component>_<what>_total{<component>=name}`` for each (what, attribute, help) in
+    ``families``, with one sample per named stats object (``SinkStats``, ``NotifierStats``)."""
+    found = []
+    for what, attribute, documentation in families:
+        family = _counter(
+            f"tokenpulse_{component}_{what}_total", f"{component.capitalize()}: {documentation}.", [component]
+        )
+        for name, named_stats in sorted(stats.items()):
+            family.add_metric([name], getattr(named_stats, attribute))
+        found.append(family)
+    return found
+
+
 def _gauge(name: str, documentation: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, labels=list(labels))
 
@@ -282,12 +298,7 @@ class SinkCollector(Collector):
             ("batches", "batches", "batches written and committed"),
             ("write_retries", "write_retries", "InfluxDB write attempts retried"),
         ]
-        stats = sorted(self.stats().items())
-        for what, attribute, documentation in families:
-            family = _counter(f"tokenpulse_sink_{what}_total", f"Sink: {documentation}.", ["sink"])
-            for name, sink_stats in stats:
-                family.add_metric([name], getattr(sink_stats, attribute))
-            yield family
+        return iter(_counters_by_name("sink", families, self.stats()))
 
 
 class AlertingCollector(Collector):
@@ -323,12 +334,7 @@ class NotifierCollector(Collector):
             ("failed_attempts", "failed_attempts", "delivery attempts that failed (retried or refused)"),
             ("dropped", "dropped", "alerts given up on or dropped from a full queue"),
         ]
-        stats = sorted(self.stats().items())
-        for what, attribute, documentation in families:
-            family = _counter(f"tokenpulse_notifier_{what}_total", f"Notifier: {documentation}.", ["notifier"])
-            for name, notifier_stats in stats:
-                family.add_metric([name], getattr(notifier_stats, attribute))
-            yield family
+        return iter(_counters_by_name("notifier", families, self.stats()))
 
 
 def sink_runner_collectors(runner: SinkRunner) -> list[Collector]:
