@@ -1,16 +1,28 @@
-"""Socket-level timestamps for httpx: when a request was written and when response bytes were read.
+"""Socket-level timestamps for httpx: when a request was written and when its response bytes arrived.
 
 httpx hands a body chunk to its caller only after httpcore has parsed it with h11 and it has passed
-httpx's byte and text decoders, tens of microseconds after the bytes were read (more when other streams
-run on the event loop in between); the request side likewise encodes the headers after httpcore's
-``send_request_headers.started`` trace event. ``StampingBackend`` wraps httpcore's network backend so each
-connection stamps, on the ``WireStamps`` of the request the current task is serving, the moment the
-request's first write is handed to the socket and the moment each read returned.
+httpx's decoders, and only once the event loop gets round to the reading task: with many streams on one
+loop that is often a millisecond after the bytes came in. That wait is the probe's, not the provider's.
+So httpx's connections here are ``SocketStream``s (``SocketBackend`` replaces httpcore's network backend):
+
+- the socket's reader callback stays registered and reads with ``recvmsg`` the moment the socket is
+  readable, and the kernel attaches its own receive timestamp to every read (``SO_TIMESTAMPNS``: the time
+  the last packet of those bytes entered the host's network stack), which is put on the monotonic clock.
+  Neither the event loop's lag nor the process's wake-up is counted;
+- a request is stamped ``sent`` just before its first bytes go to ``send``.
+
+The stamps go to the ``WireStamps`` of the request the current task is serving (``stamping``). TLS runs
+over ``ssl.MemoryBIO`` so the raw reads keep their timestamps; HTTP/1.1 only (httpx's default).
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
+import struct
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,8 +31,17 @@ from typing import Any
 
 import httpcore
 import httpx
+from httpcore._utils import is_socket_readable
 
 _ACTIVE: ContextVar[WireStamps | None] = ContextVar("tokenpulse_wire_stamps", default=None)
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+"""Linux's option (and control message type) for nanosecond receive timestamps; Python does not name it."""
+_TIMESPEC = struct.Struct("@ll")  # struct timespec: seconds, nanoseconds
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+_RECV_SIZE = 65536
+_PAUSE_AT_BYTES = 1 << 20  # stop reading the socket while this much is read but not yet taken
+_MAX_KERNEL_AGE_NS = 10 * 1_000_000_000  # older than this, the wall clock was stepped: use the callback's time
 
 
 @dataclass(slots=True)
@@ -28,8 +49,10 @@ class WireStamps:
     """What the socket saw of one request, in ``clock`` nanoseconds (``None`` until it happened).
 
     ``sending`` is set by the adapter when the request's headers are about to be written (not during a
-    TCP or TLS connect); the next write stamps ``sent_ns``. ``read_ns`` is the end of the latest read,
-    so when httpx yields a piece of the body, its last byte arrived at ``read_ns``.
+    TCP or TLS connect); the next write stamps ``sent_ns``. ``read_ns`` is when the bytes of the latest
+    read arrived, so when httpx yields a piece of the body, its last byte arrived at ``read_ns``. Arrival
+    times come from the kernel only when ``clock`` is ``time.monotonic_ns``, the clock they are put on;
+    with any other clock (a test's fake clock) a read is stamped ``clock()`` when it is taken.
     """
 
     clock: Callable[[], int]
@@ -40,7 +63,7 @@ class WireStamps:
 
 @contextmanager
 def stamping(stamps: WireStamps) -> Iterator[WireStamps]:
-    """Make ``stamps`` the target of every ``StampingBackend`` connection used by the current task."""
+    """Make ``stamps`` the target of every ``SocketStream`` used by the current task."""
     token = _ACTIVE.set(stamps)
     try:
         yield stamps
@@ -48,43 +71,243 @@ def stamping(stamps: WireStamps) -> Iterator[WireStamps]:
         _ACTIVE.reset(token)
 
 
-class StampingStream(httpcore.AsyncNetworkStream):
-    """A connection that stamps the current task's ``WireStamps`` around its reads and writes."""
+def arrival_ns(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """Monotonic time at which the bytes of one ``recvmsg`` arrived: the kernel's stamp if it gave one.
 
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
+    The kernel stamps on the wall clock; the offset to the monotonic clock is read between two monotonic
+    readings, so it is off by at most half their distance (tens of nanoseconds). A stamp from the future
+    or from more than ten seconds ago means the wall clock was stepped in between; then, and without a
+    stamp, the time is now.
+    """
+    before = time.monotonic_ns()
+    wall = time.time_ns()
+    after = time.monotonic_ns()
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+            arrived: int = seconds * 1_000_000_000 + nanoseconds - wall + (before + after) // 2
+            if after - _MAX_KERNEL_AGE_NS <= arrived <= after:
+                return arrived
+    return before
+
+
+class SocketStream(httpcore.AsyncNetworkStream):
+    """One connection read and written straight from the event loop, with TLS over ``ssl.MemoryBIO``.
+
+    While the connection is open its reader is registered: ``_on_readable`` reads at once and keeps each
+    piece with its arrival time (``arrival_ns``); ``read`` hands the pieces on. Reading pauses while more
+    than ``_PAUSE_AT_BYTES`` wait to be taken, so a slow consumer gets TCP back-pressure.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._loop = asyncio.get_running_loop()
+        self._received: deque[tuple[bytes, int]] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._error: OSError | None = None
+        self._reading = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._tls: ssl.SSLObject | None = None
+        self._tls_in = ssl.MemoryBIO()
+        self._tls_out = ssl.MemoryBIO()
+        self._tls_arrived_ns = 0
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self._resume_reading()
+
+    # -- the event loop's side ------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        try:
+            data, ancillary, _flags, _address = self._sock.recvmsg(_RECV_SIZE, _ANCILLARY_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._error = exc
+            self._pause_reading()
+        else:
+            if data:
+                self._received.append((data, arrival_ns(ancillary)))
+                self._buffered += len(data)
+                if self._buffered >= _PAUSE_AT_BYTES:
+                    self._pause_reading()
+            else:
+                self._eof = True
+                self._pause_reading()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _resume_reading(self) -> None:
+        if not self._reading:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._reading = True
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+
+    # -- raw bytes ------------------------------------------------------------------------------------
+
+    async def _receive(self, timeout: float | None) -> tuple[bytes, int]:
+        """The next piece read from the socket and its arrival time; ``b""`` at end of stream."""
+        while not self._received:
+            if self._error is not None:
+                raise httpcore.ReadError(str(self._error)) from self._error
+            if self._eof:
+                return b"", time.monotonic_ns()
+            if self._sock.fileno() < 0:
+                raise httpcore.ReadError("connection is closed")
+            self._waiter = self._loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                raise httpcore.ReadTimeout(f"no data within {timeout} s") from None
+            finally:
+                self._waiter = None
+        data, arrived = self._received.popleft()
+        self._buffered -= len(data)
+        if self._buffered < _PAUSE_AT_BYTES and not (self._eof or self._error is not None):
+            self._resume_reading()
+        return data, arrived
+
+    async def _send_all(self, data: bytes, timeout: float | None) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self._sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                await self._writable(timeout)
+                continue
+            except OSError as exc:
+                raise httpcore.WriteError(str(exc)) from exc
+            view = view[sent:]
+
+    async def _writable(self, timeout: float | None) -> None:
+        waiter = self._loop.create_future()
+        self._loop.add_writer(self._fd, waiter.set_result, None)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            raise httpcore.WriteTimeout(f"could not write within {timeout} s") from None
+        finally:
+            self._loop.remove_writer(self._fd)
+
+    # -- httpcore's interface -------------------------------------------------------------------------
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        data = await self._inner.read(max_bytes, timeout)
+        if self._tls is not None:
+            data, arrived = await self._read_tls(max_bytes, timeout)
+        else:
+            data, arrived = await self._receive(timeout)
+            if len(data) > max_bytes:
+                self._received.appendleft((data[max_bytes:], arrived))
+                self._buffered += len(data) - max_bytes
+                data = data[:max_bytes]
         stamps = _ACTIVE.get()
-        if stamps is not None:
-            stamps.read_ns = stamps.clock()
+        if stamps is not None and data:
+            stamps.read_ns = arrived if stamps.clock is time.monotonic_ns else stamps.clock()
         return data
 
+    async def _read_tls(self, max_bytes: int, timeout: float | None) -> tuple[bytes, int]:
+        assert self._tls is not None
+        while True:
+            try:
+                data = self._tls.read(max_bytes)
+            except ssl.SSLWantReadError:
+                raw, self._tls_arrived_ns = await self._receive(timeout)
+                if raw:
+                    self._tls_in.write(raw)
+                else:
+                    self._tls_in.write_eof()
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b"", time.monotonic_ns()  # closed, with or without a TLS close_notify
+            except ssl.SSLError as exc:
+                raise httpcore.ReadError(f"TLS: {exc}") from exc
+            if self._tls_out.pending:  # TLS 1.3 may answer while reading (a key update)
+                await self._send_all(self._tls_out.read(), timeout)
+            return data, self._tls_arrived_ns
+
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if self._tls is not None:
+            try:
+                self._tls.write(buffer)
+            except ssl.SSLError as exc:
+                raise httpcore.WriteError(f"TLS: {exc}") from exc
+            buffer = self._tls_out.read()
         stamps = _ACTIVE.get()
         if stamps is not None and stamps.sending:
             stamps.sending = False
             stamps.sent_ns = stamps.clock()
-        await self._inner.write(buffer, timeout)
+        await self._send_all(buffer, timeout)
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        self._pause_reading()
+        self._sock.close()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.AsyncNetworkStream:
-        return StampingStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        self._tls = ssl_context.wrap_bio(self._tls_in, self._tls_out, server_hostname=server_hostname)
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._handshake_step():
+                    if self._tls_out.pending:
+                        await self._send_all(self._tls_out.read(), None)
+                    raw, _ = await self._receive(None)
+                    if not raw:
+                        raise httpcore.ConnectError("the server closed the connection during the TLS handshake")
+                    self._tls_in.write(raw)
+                if self._tls_out.pending:
+                    await self._send_all(self._tls_out.read(), None)
+        except TimeoutError:
+            await self.aclose()
+            raise httpcore.ConnectTimeout(f"TLS handshake took longer than {timeout} s") from None
+        except (ssl.SSLError, httpcore.ReadError, httpcore.WriteError) as exc:
+            await self.aclose()
+            raise httpcore.ConnectError(str(exc)) from exc
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    def _handshake_step(self) -> bool:
+        """``True`` once the TLS handshake is done; ``False`` while it waits for the server's bytes."""
+        assert self._tls is not None
+        try:
+            self._tls.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        return True
 
     def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+        if info == "ssl_object":
+            return self._tls
+        if info == "socket":
+            return self._sock
+        if self._sock.fileno() < 0:
+            return True if info == "is_readable" else None
+        if info == "client_addr":
+            return self._sock.getsockname()
+        if info == "server_addr":
+            return self._sock.getpeername()
+        if info == "is_readable":  # what httpcore asks before reusing an idle connection
+            return bool(self._received) or self._eof or self._error is not None or is_socket_readable(self._sock)
+        return None
 
 
-class StampingBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend with ``StampingStream`` connections."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._inner = inner
+class SocketBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend made of ``SocketStream`` connections (asyncio and uvloop)."""
 
     async def connect_tcp(
         self,
@@ -94,26 +317,70 @@ class StampingBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        return StampingStream(await self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
+        loop = asyncio.get_running_loop()
+        options = list(socket_options or ())
+        try:
+            async with asyncio.timeout(timeout):
+                addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                errors: list[OSError] = []
+                for family, kind, proto, _name, address in addresses:
+                    sock = socket.socket(family, kind, proto)
+                    try:
+                        sock.setblocking(False)
+                        for option in options:
+                            sock.setsockopt(*option)
+                        if local_address is not None:
+                            sock.bind((local_address, 0))
+                        await loop.sock_connect(sock, address)
+                    except OSError as exc:
+                        sock.close()
+                        errors.append(exc)
+                        continue
+                    except BaseException:
+                        sock.close()
+                        raise
+                    return SocketStream(sock)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"could not connect to {host}:{port} within {timeout} s") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        reasons = "; ".join(map(str, errors)) or "no address"
+        raise httpcore.ConnectError(f"could not connect to {host}:{port}: {reasons}")
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
     ) -> httpcore.AsyncNetworkStream:
-        return StampingStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            async with asyncio.timeout(timeout):
+                await asyncio.get_running_loop().sock_connect(sock, path)
+        except TimeoutError:
+            sock.close()
+            raise httpcore.ConnectTimeout(f"could not connect to {path} within {timeout} s") from None
+        except OSError as exc:
+            sock.close()
+            raise httpcore.ConnectError(str(exc)) from exc
+        except BaseException:
+            sock.close()
+            raise
+        return SocketStream(sock)
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
-def stamping_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """httpx's own transport whose connections stamp ``WireStamps``.
+def stamping_transport(limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport whose connections are ``SocketStream``s.
 
-    httpx does not take a network backend, so the one of its httpcore pool is wrapped (``_pool`` and
-    ``_network_backend`` are private; httpx is pinned <0.29 and a unit test checks the wrapping).
+    httpx does not take a network backend, so the one of its httpcore pool is replaced (``_pool`` and
+    ``_network_backend`` are private; httpx is pinned <0.29 and a unit test checks the replacement).
     """
-    transport = httpx.AsyncHTTPTransport(limits=limits)
+    transport = httpx.AsyncHTTPTransport(limits=limits, verify=verify)
     pool = transport._pool
     if not isinstance(pool, httpcore.AsyncConnectionPool):
         raise TypeError(f"httpx.AsyncHTTPTransport has an unexpected pool {type(pool).__name__}")
-    pool._network_backend = StampingBackend(pool._network_backend)
+    pool._network_backend = SocketBackend()
     return transport

@@ -9,7 +9,7 @@ import uuid
 import httpx
 
 from producers.adapters.openai import OpenAIAdapter
-from producers.adapters.wire import StampingBackend, stamping_transport
+from producers.adapters.wire import SocketBackend, stamping_transport
 from producers.simulator import LatencyProfile, SimulatorConfig, SimulatorServer
 from producers.stream import ChatRequest, StreamRecorder
 
@@ -17,10 +17,10 @@ from producers.stream import ChatRequest, StreamRecorder
 def test_the_default_transport_stamps_at_the_socket() -> None:
     # httpx takes no network backend, so ours is put into its pool; this fails if httpx's internals move.
     transport = stamping_transport(httpx.Limits(max_connections=4))
-    assert isinstance(transport._pool._network_backend, StampingBackend)  # type: ignore[attr-defined]
+    assert isinstance(transport._pool._network_backend, SocketBackend)  # type: ignore[attr-defined]
     adapter = OpenAIAdapter("http://127.0.0.1:1/v1", None)
     pool = adapter._client._transport._pool  # type: ignore[attr-defined]
-    assert isinstance(pool._network_backend, StampingBackend)
+    assert isinstance(pool._network_backend, SocketBackend)
     asyncio.run(adapter.aclose())
 
 
