@@ -109,7 +109,7 @@ class OpenAIAdapter:
             # "Request sent" is when the request goes onto an open connection: pool waits and TCP/TLS
             # connects before it are not the server's latency. The connection stamps the moment the
             # headers are handed to the socket (``wire.sent_ns``); the stamp taken here is the fallback
-            # of a transport without ``StampingBackend``. A scheduled request is held here, on its
+            # of a transport without ``SocketBackend``. A scheduled request is held here, on its
             # connection, until its planned send time.
             self._traced = True
             if event_name in _SENT_EVENTS:
@@ -150,8 +150,9 @@ class OpenAIAdapter:
         One flat loop over ``aiter_bytes`` rather than ``EventSource.aiter_sse``: the same decoders without
         three async-generator hops per chunk (``aiter_text``'s among them: an event stream is UTF-8 by the
         SSE specification whatever its charset says, so it is decoded here). Every event is stamped with
-        the time its last byte was read from the socket (``wire.read_ns``, before any decoding or JSON
-        parsing), and the body is read to its end after ``[DONE]`` so the connection goes back to the pool.
+        the time its last byte reached the host (``wire.read_ns``, the kernel's receive timestamp), so
+        neither decoding nor the event loop's wait counts, and the body is read to its end after
+        ``[DONE]`` so the connection goes back to the pool.
         """
         content_type = response.headers.get("content-type", "").partition(";")[0]
         if "text/event-stream" not in content_type:

@@ -71,32 +71,34 @@ def stamping(stamps: WireStamps) -> Iterator[WireStamps]:
         _ACTIVE.reset(token)
 
 
-def arrival_ns(ancillary: list[tuple[int, int, bytes]]) -> int:
-    """Monotonic time at which the bytes of one ``recvmsg`` arrived: the kernel's stamp if it gave one.
+def kernel_arrival_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """Monotonic time the kernel stamped on the bytes of one ``recvmsg``, or ``None`` if it gave none.
 
     The kernel stamps on the wall clock; the offset to the monotonic clock is read between two monotonic
     readings, so it is off by at most half their distance (tens of nanoseconds). A stamp from the future
-    or from more than ten seconds ago means the wall clock was stepped in between; then, and without a
-    stamp, the time is now.
+    or from more than ten seconds ago means the wall clock was stepped in between, and is not used. Linux
+    turns stamping on for the whole host shortly after the first socket asks (a deferred work item), so
+    the first packets after that may come without one.
     """
-    before = time.monotonic_ns()
-    wall = time.time_ns()
-    after = time.monotonic_ns()
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+            before = time.monotonic_ns()
+            wall = time.time_ns()
+            after = time.monotonic_ns()
             seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
             arrived: int = seconds * 1_000_000_000 + nanoseconds - wall + (before + after) // 2
             if after - _MAX_KERNEL_AGE_NS <= arrived <= after:
                 return arrived
-    return before
+    return None
 
 
 class SocketStream(httpcore.AsyncNetworkStream):
     """One connection read and written straight from the event loop, with TLS over ``ssl.MemoryBIO``.
 
     While the connection is open its reader is registered: ``_on_readable`` reads at once and keeps each
-    piece with its arrival time (``arrival_ns``); ``read`` hands the pieces on. Reading pauses while more
-    than ``_PAUSE_AT_BYTES`` wait to be taken, so a slow consumer gets TCP back-pressure.
+    piece with its arrival time (``kernel_arrival_ns``, else the callback's own time); ``read`` hands the
+    pieces on. Reading pauses while more than ``_PAUSE_AT_BYTES`` wait to be taken, so a slow consumer
+    gets TCP back-pressure. ``reads`` and ``kernel_stamped_reads`` count the socket reads with data.
     """
 
     def __init__(self, sock: socket.socket) -> None:
@@ -113,6 +115,8 @@ class SocketStream(httpcore.AsyncNetworkStream):
         self._tls_in = ssl.MemoryBIO()
         self._tls_out = ssl.MemoryBIO()
         self._tls_arrived_ns = 0
+        self.reads = 0
+        self.kernel_stamped_reads = 0
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -130,7 +134,13 @@ class SocketStream(httpcore.AsyncNetworkStream):
             self._pause_reading()
         else:
             if data:
-                self._received.append((data, arrival_ns(ancillary)))
+                arrived = kernel_arrival_ns(ancillary)
+                self.reads += 1
+                if arrived is None:
+                    arrived = time.monotonic_ns()
+                else:
+                    self.kernel_stamped_reads += 1
+                self._received.append((data, arrived))
                 self._buffered += len(data)
                 if self._buffered >= _PAUSE_AT_BYTES:
                     self._pause_reading()
