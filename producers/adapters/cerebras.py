@@ -14,22 +14,37 @@ from cerebras.cloud.sdk import (
 from pydantic import SecretStr
 
 from producers.adapters.openai import REQUEST_ID_HEADER
+from producers.adapters.wire import WireStamps, stamping, stamping_transport
 from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
 from producers.scheduler import sleep_until
 from producers.stream import ChatRequest, StreamRecorder, Usage
 
 
 class CerebrasAdapter:
-    """Streams chat completions with ``AsyncCerebras``; ``base_url`` is the host root (the SDK adds /v1)."""
+    """Streams chat completions with ``AsyncCerebras``; ``base_url`` is the host root (the SDK adds /v1).
 
-    def __init__(self, base_url: str, api_key: SecretStr | None, *, timeout: httpx.Timeout | None = None) -> None:
+    The SDK's httpx client gets the probe's own connections (``stamping_transport``), so a request is
+    stamped sent when its bytes go to the socket and each chunk when its bytes reached the host, as with
+    ``OpenAIAdapter``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr | None,
+        *,
+        timeout: httpx.Timeout | None = None,
+        max_connections: int = 1000,
+    ) -> None:
         self._api_key = api_key
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client = AsyncCerebras(
             api_key=api_key.get_secret_value() if api_key is not None else "unset",
             base_url=base_url.rstrip("/"),
             timeout=timeout or httpx.Timeout(connect=10.0, read=120.0, write=10.0, pool=None),
             max_retries=0,  # the scheduler owns retries and Retry-After, and a retry would hide a failure
             warm_tcp_connection=False,
+            http_client=httpx.AsyncClient(transport=stamping_transport(limits)),
         )
 
     def __repr__(self) -> str:
@@ -37,23 +52,26 @@ class CerebrasAdapter:
 
     async def stream(self, request: ChatRequest, recorder: StreamRecorder) -> None:
         streaming = False
+        wire = WireStamps(recorder.clock)
         try:
             if request.send_at_ns is not None:
                 await sleep_until(request.send_at_ns, recorder.clock)
-            recorder.mark_sent()
-            response: Any = await self._client.chat.completions.create(
-                model=request.model,
-                messages=list(request.messages),  # type: ignore[arg-type]
-                max_completion_tokens=request.max_tokens,
-                stream=True,
-                stream_options={"include_usage": True},
-                extra_headers={REQUEST_ID_HEADER: request.request_id},
-            )
-            recorder.http_status = response.response.status_code
-            streaming = True
-            async for chunk in response:
-                arrived_ns = recorder.clock()
-                recorder.add(_delta(chunk), _usage(chunk), arrived_ns)
+            recorder.mark_sent()  # replaced by the socket's stamp below (TLS handshake writes do not stamp)
+            wire.sending = True
+            with stamping(wire):
+                response: Any = await self._client.chat.completions.create(
+                    model=request.model,
+                    messages=list(request.messages),  # type: ignore[arg-type]
+                    max_completion_tokens=request.max_tokens,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_headers={REQUEST_ID_HEADER: request.request_id},
+                )
+                recorder.http_status = response.response.status_code
+                streaming = True
+                async for chunk in response:
+                    arrived_ns = wire.read_ns if wire.read_ns is not None else recorder.clock()
+                    recorder.add(_delta(chunk), _usage(chunk), arrived_ns)
             recorder.finish()
         except ProbeFailure as exc:
             raise exc.redacted(self._secrets()) from None
@@ -70,6 +88,9 @@ class CerebrasAdapter:
             raise failure.redacted(self._secrets()) from None
         except Exception as exc:
             raise failure_for_exception(exc, streaming=streaming).redacted(self._secrets()) from None
+        finally:
+            if wire.sent_ns is not None:
+                recorder.sent_ns = wire.sent_ns
 
     def _secrets(self) -> list[str]:
         return [self._api_key.get_secret_value()] if self._api_key is not None else []

@@ -7,7 +7,9 @@ import time
 import uuid
 
 import httpx
+import pytest
 
+from producers.adapters.cerebras import CerebrasAdapter
 from producers.adapters.openai import OpenAIAdapter
 from producers.adapters.wire import SocketBackend, stamping_transport
 from producers.simulator import LatencyProfile, SimulatorConfig, SimulatorServer
@@ -24,13 +26,25 @@ def test_the_default_transport_stamps_at_the_socket() -> None:
     asyncio.run(adapter.aclose())
 
 
-def test_sent_and_chunk_times_come_from_the_socket_and_order_with_the_simulator() -> None:
+def test_the_cerebras_sdk_gets_the_stamping_transport_too() -> None:
+    adapter = CerebrasAdapter("http://127.0.0.1:1", None)
+    pool = adapter._client._client._transport._pool  # type: ignore[attr-defined]
+    assert isinstance(pool._network_backend, SocketBackend)
+    asyncio.run(adapter.aclose())
+
+
+@pytest.mark.parametrize("kind", ["openai", "cerebras"])
+def test_sent_and_chunk_times_come_from_the_socket_and_order_with_the_simulator(kind: str) -> None:
     """Request ids are forwarded, so every stamp can be ordered against the simulator's own clock."""
     config = SimulatorConfig(endpoints={"sim": LatencyProfile(ttft_ms=5, tokens_per_s=2000, jitter=0)})
     with SimulatorServer(config) as sim:
 
         async def go() -> list[tuple[str, int, StreamRecorder]]:
-            adapter = OpenAIAdapter(sim.endpoint_url("sim"), None)
+            adapter: OpenAIAdapter | CerebrasAdapter
+            if kind == "openai":
+                adapter = OpenAIAdapter(sim.endpoint_url("sim"), None)
+            else:
+                adapter = CerebrasAdapter(sim.endpoint_url("sim").removesuffix("/v1"), None)
             results = []
             try:
                 for _ in range(3):  # the first opens the connection; the others reuse it
