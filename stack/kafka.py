@@ -188,10 +188,17 @@ class KafkaBroker:
 
 
 def _kafka_uuid() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (as StorageTool makes)."""
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (as StorageTool makes).
+
+    Like Kafka's ``Uuid.randomUuid``, never one that starts with ``-`` (1 in 64 would): StorageTool's
+    argument parser takes ``-t -abc...`` for an option and fails with "expected one argument".
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def roundtrip_check(bootstrap: str, timeout_s: float = 10.0) -> None:
