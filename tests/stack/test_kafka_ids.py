@@ -15,7 +15,7 @@ def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) 
     plain = uuid.UUID(bytes=b"\x10" + bytes(15))
     assert base64.urlsafe_b64encode(dashed.bytes).startswith(b"-")
     drawn = iter([dashed, dashed, plain])
-    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(drawn))
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
     cluster_id = kafka._kafka_uuid()
     assert cluster_id == base64.urlsafe_b64encode(plain.bytes).decode().rstrip("=")
     assert len(cluster_id) == 22
