@@ -5,7 +5,7 @@ streaming loop (stamp before the request, stamp the first content line) over the
 probe's arrival times are the kernel's receive timestamps and the simulator's true TTFT starts when its
 event loop got the request's first bytes, so measured TTFT should never be below the true one: the
 smallest signed difference is printed as a check of the clock conversion.
-Run: .venv/bin/python bench/probe_accuracy.py [requests] [--reps N] [--loop asyncio] [--kafka]
+Run: .venv/bin/python bench/probe_accuracy.py [requests] [--reps N] [--concurrency N] [--loop asyncio] [--kafka]
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ async def bare_loop(url: str, n: int) -> dict[str, float]:
 def main() -> None:
     parser = common_args(__doc__ or "", default_reps=3)
     parser.add_argument("requests", type=int, nargs="?", default=300)
+    parser.add_argument("--concurrency", type=int, default=4, help="closed-loop streams open at once")
     args = parser.parse_args()
     n = args.requests
     config = SimulatorConfig(
@@ -57,7 +58,7 @@ def main() -> None:
             if args.switch_interval is not None:
                 sys.setswitchinterval(args.switch_interval)
             try:
-                w = workload(sim.endpoint_url("sim"), n, {"kind": "closed", "concurrency": 4}, 32)
+                w = workload(sim.endpoint_url("sim"), n, {"kind": "closed", "concurrency": args.concurrency}, 32)
                 events = probe(w, args.loop, publisher)
             finally:
                 sys.setswitchinterval(previous)
@@ -73,7 +74,7 @@ def main() -> None:
             bare_err = [abs(ms - truth[rid]["ttft_ms"]) for rid, ms in bare.items()]
             for side, values in zip(sides, (ttft_err, itl_err, bare_err), strict=True):
                 p99[side].append(pct(values, 99))
-            print(f"rep {rep + 1}: probe {len(events)} requests (closed loop, concurrency 4), bare {len(bare_err)} "
+            print(f"rep {rep + 1}: probe {len(events)} requests (closed loop, concurrency {args.concurrency}), bare {len(bare_err)} "
                   f"(sequential); |TTFT error| {quantiles(ttft_err)}; bare {quantiles(bare_err)}; "
                   f"probe measured - true: min {min(signed):+.3f} (a negative one would be a clock error)")  # fmt: skip
     print(f"{args.reps} repetitions, event loop {args.loop}, kafka {'on' if args.kafka else 'off'}")

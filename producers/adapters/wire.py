@@ -6,8 +6,8 @@ loop that is often a millisecond after the bytes came in. That wait is the probe
 So httpx's connections here are ``SocketStream``s (``SocketBackend`` replaces httpcore's network backend):
 
 - the socket's reader callback stays registered and reads with ``recvmsg`` the moment the socket is
-  readable, and the kernel attaches its own receive timestamp to every read (``SO_TIMESTAMPNS``: the time
-  the last packet of those bytes entered the host's network stack), which is put on the monotonic clock.
+  readable, and the kernel attaches its own receive timestamp to every read (``producers.kernel_time``:
+  the time the last packet of those bytes entered the host's network stack, on the monotonic clock).
   Neither the event loop's lag nor the process's wake-up is counted;
 - a request is stamped ``sent`` just before its first bytes go to ``send``.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -33,15 +32,12 @@ import httpcore
 import httpx
 from httpcore._utils import is_socket_readable
 
+from producers.kernel_time import ANCILLARY_SIZE, enable_receive_timestamps, kernel_arrival_ns
+
 _ACTIVE: ContextVar[WireStamps | None] = ContextVar("tokenpulse_wire_stamps", default=None)
 
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-"""Linux's option (and control message type) for nanosecond receive timestamps; Python does not name it."""
-_TIMESPEC = struct.Struct("@ll")  # struct timespec: seconds, nanoseconds
-_ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 _RECV_SIZE = 65536
 _PAUSE_AT_BYTES = 1 << 20  # stop reading the socket while this much is read but not yet taken
-_MAX_KERNEL_AGE_NS = 10 * 1_000_000_000  # older than this, the wall clock was stepped: use the callback's time
 
 
 @dataclass(slots=True)
@@ -71,27 +67,6 @@ def stamping(stamps: WireStamps) -> Iterator[WireStamps]:
         _ACTIVE.reset(token)
 
 
-def kernel_arrival_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
-    """Monotonic time the kernel stamped on the bytes of one ``recvmsg``, or ``None`` if it gave none.
-
-    The kernel stamps on the wall clock; the offset to the monotonic clock is read between two monotonic
-    readings, so it is off by at most half their distance (tens of nanoseconds). A stamp from the future
-    or from more than ten seconds ago means the wall clock was stepped in between, and is not used. Linux
-    turns stamping on for the whole host shortly after the first socket asks (a deferred work item), so
-    the first packets after that may come without one.
-    """
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
-            before = time.monotonic_ns()
-            wall = time.time_ns()
-            after = time.monotonic_ns()
-            seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
-            arrived: int = seconds * 1_000_000_000 + nanoseconds - wall + (before + after) // 2
-            if after - _MAX_KERNEL_AGE_NS <= arrived <= after:
-                return arrived
-    return None
-
-
 class SocketStream(httpcore.AsyncNetworkStream):
     """One connection read and written straight from the event loop, with TLS over ``ssl.MemoryBIO``.
 
@@ -119,14 +94,14 @@ class SocketStream(httpcore.AsyncNetworkStream):
         self.kernel_stamped_reads = 0
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        enable_receive_timestamps(sock)
         self._resume_reading()
 
     # -- the event loop's side ------------------------------------------------------------------------
 
     def _on_readable(self) -> None:
         try:
-            data, ancillary, _flags, _address = self._sock.recvmsg(_RECV_SIZE, _ANCILLARY_SIZE)
+            data, ancillary, _flags, _address = self._sock.recvmsg(_RECV_SIZE, ANCILLARY_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:

@@ -3,8 +3,8 @@
 It serves several named endpoints at ``/{name}/v1/chat/completions`` (``/v1/chat/completions`` picks the
 endpoint whose name equals the request's ``model``, else the first one). Every request's ground truth, the
 simulator's own ``time.monotonic_ns()`` when the request arrived and when each chunk was written, is kept
-and served at ``GET /_sim/ground-truth``. "Arrived" is when the event loop handed the first bytes of the
-request to the connection's protocol (``ArrivalStamps``), not when aiohttp got round to the handler. Runs
+and served at ``GET /_sim/ground-truth``. "Arrived" is the kernel's receive time of the request's first
+bytes (``ArrivalStamps`` over ``StampedTransport``), not when aiohttp got round to the handler. Runs
 in a background thread (``SimulatorServer``) or in the foreground (``tokenpulse simulate``). It is a test
 and demo tool, not a provider.
 """
@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig, effective_profile
+from producers.simulator.transport import StampedServer, accepted_arrival_ns
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
 _RECEIVED_NS: ContextVar[int] = ContextVar("simulator_received_ns")  # aiohttp runs each request in its own task
@@ -110,23 +111,28 @@ class SimulatorState:
 class ArrivalStamps(asyncio.Protocol):
     """Wraps aiohttp's protocol of one connection and stamps when the first bytes of each request arrive.
 
-    aiohttp starts a handler two event-loop turns after the request's bytes were read, and a busy loop
-    makes that later still; that wait is the simulator's, not the network's, so it must not count as
-    TTFT. A stamp is taken by the first ``data_received`` after the previous request's was claimed
-    (``claim_arrival``, once the whole request body is in), so body bytes never start a new request.
+    The stamp is the kernel's receive time of those bytes, which ``StampedTransport`` hands out during
+    ``data_received`` (with another transport or clock: the time ``data_received`` ran). aiohttp starts a
+    handler two event-loop turns after the bytes were read, and a busy loop reads them late; both waits
+    are the simulator's, not the network's, so they must not count as TTFT. A stamp is taken by the first
+    ``data_received`` after the previous request's was claimed (``claim_arrival``, once the whole request
+    body is in), so body bytes never start a new request.
     """
 
     def __init__(self, inner: asyncio.Protocol, arrivals: dict[asyncio.BaseProtocol, int], clock: Callable[[], int]):
         self._inner = inner
         self._arrivals = arrivals
         self._clock = clock
+        self._transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._inner not in self._arrivals:
-            self._arrivals[self._inner] = self._clock()
+            arrived = accepted_arrival_ns(self._transport) if self._clock is time.monotonic_ns else None
+            self._arrivals[self._inner] = arrived if arrived is not None else self._clock()
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -143,13 +149,15 @@ class ArrivalStamps(asyncio.Protocol):
         self._inner.resume_writing()
 
 
-async def listen(runner: web.BaseRunner, state: SimulatorState, sock: socket.socket) -> asyncio.Server:
-    """Serve ``runner`` (set up) on the bound ``sock`` with arrival stamps; close the server before cleanup."""
+def listen(
+    runner: web.BaseRunner, state: SimulatorState, sock: socket.socket, loop: asyncio.AbstractEventLoop | None = None
+) -> StampedServer:
+    """Serve ``runner`` (set up) on the bound ``sock`` with arrival stamps, in ``loop`` (default: the running
+    one); close the server before the runner's cleanup."""
     server = runner.server
     if server is None:
         raise RuntimeError("call runner.setup() before listen()")
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: ArrivalStamps(server(), state.arrivals, state.clock), sock=sock)
+    return StampedServer(sock, lambda: ArrivalStamps(server(), state.arrivals, state.clock)).start(loop)
 
 
 def claim_arrival(state: SimulatorState, request: web.BaseRequest) -> int:
@@ -415,7 +423,7 @@ class SimulatorServer:
         try:
             self._runner = web.AppRunner(build_app(self.state), access_log=None, handle_signals=False)
             loop.run_until_complete(self._runner.setup())
-            server = loop.run_until_complete(listen(self._runner, self.state, sock))
+            server = listen(self._runner, self.state, sock, loop)
         except BaseException as exc:
             self._error = exc
             self._ready.set()
@@ -431,6 +439,12 @@ class SimulatorServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
         self._loop = self._thread = None
+
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the simulator's event loop (a test stalls the loop with it)."""
+        if self._loop is None:
+            raise RuntimeError("the simulator is not running")
+        self._loop.call_soon_threadsafe(callback)
 
     def set_profile(self, name: str, profile: LatencyProfile) -> None:
         with self.state.lock:
@@ -458,7 +472,7 @@ async def serve_forever(config: SimulatorConfig, host: str, port: int, on_ready:
     runner = web.AppRunner(build_app(state), access_log=None)
     await runner.setup()
     sock = socket.create_server((host, port))
-    server = await listen(runner, state, sock)
+    server = listen(runner, state, sock)
     on_ready(f"http://{host}:{sock.getsockname()[1]}")
     try:
         await asyncio.Event().wait()
