@@ -2,9 +2,10 @@
 
 Targets: |measured - true TTFT| p99 <= 1 ms and ITL p95 error <= 1 ms. The baseline is a bare httpx
 streaming loop (stamp before the request, stamp the first content line) over the same simulator. The
-probe's arrival times are the kernel's receive timestamps and the simulator's true TTFT starts when its
-event loop got the request's first bytes, so measured TTFT should never be below the true one: the
-smallest signed difference is printed as a check of the clock conversion.
+probe's arrival times and the simulator's request arrival (where true TTFT starts) are both the kernel's
+receive timestamps; the probe sends before the simulator receives and receives after the simulator
+wrote, so measured TTFT should never be below the true one: the smallest signed difference is printed
+as a check of the clock conversion.
 Run: .venv/bin/python bench/probe_accuracy.py [requests] [--reps N] [--concurrency N] [--loop asyncio] [--kafka]
 """
 
