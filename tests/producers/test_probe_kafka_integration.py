@@ -74,10 +74,12 @@ def test_200_requests_make_exactly_200_valid_events_matching_ground_truth(
         assert event.completion_tokens == true["completion_tokens"] == 12
         assert event.ttft_ms is not None
         errors_ms.append(event.ttft_ms - true["ttft_ms"])
-    # Measured TTFT includes loopback transit (tens of microseconds) and client scheduling; the 1 ms p99
-    # target is measured by bench/probe_accuracy.py on a quiet machine, this is a functional check.
-    assert min(errors_ms) > -1.0
-    assert sorted(errors_ms)[len(errors_ms) // 2] < 3.0
+    # Both sides stamp with the kernel's receive times on the host's one monotonic clock: the probe stamps
+    # "sent" before the simulator receives, and a chunk arrives after the simulator stamped it written, so
+    # measured TTFT is never below the truth (5 us allow for the wall-to-monotonic conversions). The 1 ms
+    # p99 target is measured by bench/probe_accuracy.py; the median bound here is a functional check.
+    assert min(errors_ms) > -0.005
+    assert sorted(errors_ms)[len(errors_ms) // 2] < 1.0
 
 
 def test_broker_outage_spools_and_replays_every_event(restartable_kafka: RestartableService, tmp_path: Path) -> None:
