@@ -75,8 +75,8 @@ def main() -> None:
             bare_err = [abs(ms - truth[rid]["ttft_ms"]) for rid, ms in bare.items()]
             for side, values in zip(sides, (ttft_err, itl_err, bare_err), strict=True):
                 p99[side].append(pct(values, 99))
-            print(f"rep {rep + 1}: probe {len(events)} requests (closed loop, concurrency {args.concurrency}), bare {len(bare_err)} "
-                  f"(sequential); |TTFT error| {quantiles(ttft_err)}; bare {quantiles(bare_err)}; "
+            print(f"rep {rep + 1}: probe {len(events)} requests (closed loop, concurrency {args.concurrency}), "
+                  f"bare {len(bare_err)} (sequential); |TTFT error| {quantiles(ttft_err)}; bare {quantiles(bare_err)}; "
                   f"probe measured - true: min {min(signed):+.3f} (a negative one would be a clock error)")  # fmt: skip
     print(f"{args.reps} repetitions, event loop {args.loop}, kafka {'on' if args.kafka else 'off'}")
     for side in sides:
