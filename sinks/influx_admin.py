@@ -74,7 +74,7 @@ def init_influx(
         rules = [_expire(seconds)] if seconds else []
         found = buckets_api.find_bucket_by_name(name)
         if found is None:
-            buckets_api.create_bucket(bucket_name=name, org_id=org_id, retention_rules=rules)
+            buckets_api.create_bucket(bucket_name=name, org=org_id, retention_rules=rules)
         else:
             found.retention_rules = rules or [_expire(0)]
             buckets_api.update_bucket(found)

@@ -45,7 +45,7 @@ class InfluxEndpoint:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
         with self.client() as client:
             org_id = client.organizations_api().find_organizations(org=self.org)[0].id
-            client.buckets_api().create_bucket(bucket_name=name, org_id=org_id)
+            client.buckets_api().create_bucket(bucket_name=name, org=org_id)
         return replace(self, bucket=name)
 
 
