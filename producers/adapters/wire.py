@@ -292,7 +292,8 @@ class SocketStream(httpcore.AsyncNetworkStream):
 
 
 class SocketBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend made of ``SocketStream`` connections (asyncio and uvloop)."""
+    """httpcore's network backend made of ``SocketStream`` TCP connections (asyncio and uvloop; httpx asks
+    for Unix sockets only when given ``uds=``, which the probe never does)."""
 
     async def connect_tcp(
         self,
@@ -331,27 +332,6 @@ class SocketBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(str(exc)) from exc
         reasons = "; ".join(map(str, errors)) or "no address"
         raise httpcore.ConnectError(f"could not connect to {host}:{port}: {reasons}")
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            async with asyncio.timeout(timeout):
-                await asyncio.get_running_loop().sock_connect(sock, path)
-        except TimeoutError:
-            sock.close()
-            raise httpcore.ConnectTimeout(f"could not connect to {path} within {timeout} s") from None
-        except OSError as exc:
-            sock.close()
-            raise httpcore.ConnectError(str(exc)) from exc
-        except BaseException:
-            sock.close()
-            raise
-        return SocketStream(sock)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -210,6 +210,46 @@ def test_connect_and_read_failures_are_httpcore_errors() -> None:
             asyncio.run(silent())
 
 
+def test_a_large_write_waits_for_room_and_one_the_peer_never_reads_times_out() -> None:
+    payload = bytes(range(256)) * (32 * 1024)  # 8 MiB: more than the socket buffers hold
+    digest = hashlib.sha256(payload).digest()
+    read_back: list[bytes] = []
+
+    def serve(conn: socket.socket) -> None:
+        received = bytearray()
+        while len(received) < len(payload):
+            time.sleep(0.001)  # a slow reader: the client's socket fills up
+            received += conn.recv(65536)
+        read_back.append(hashlib.sha256(received).digest())
+        conn.recv(1)
+
+    with one_connection_server(serve) as port:
+
+        async def whole() -> None:
+            stream = await connect(port)
+            await stream.write(payload, timeout=30)
+            await asyncio.sleep(0.2)
+            await stream.aclose()
+
+        asyncio.run(whole())
+    assert read_back == [digest]
+
+    def never_read(conn: socket.socket) -> None:
+        time.sleep(1.0)
+
+    with one_connection_server(never_read) as port:
+
+        async def stuck() -> None:
+            stream = await connect(port)
+            try:
+                await stream.write(payload * 4, timeout=0.2)
+            finally:
+                await stream.aclose()
+
+        with pytest.raises(httpcore.WriteTimeout):
+            asyncio.run(stuck())
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     body = b"".join(b"line %d of a long body\n" % i for i in range(40_000))  # ~1 MB: many TLS records
