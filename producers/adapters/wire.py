@@ -67,6 +67,12 @@ def stamping(stamps: WireStamps) -> Iterator[WireStamps]:
         _ACTIVE.reset(token)
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    """Resolve ``waiter`` unless it is already done (a level-triggered callback can fire again first)."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class SocketStream(httpcore.AsyncNetworkStream):
     """One connection read and written straight from the event loop, with TLS over ``ssl.MemoryBIO``.
 
@@ -122,8 +128,8 @@ class SocketStream(httpcore.AsyncNetworkStream):
             else:
                 self._eof = True
                 self._pause_reading()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _wake(self._waiter)
 
     def _resume_reading(self) -> None:
         if not self._reading:
@@ -174,7 +180,7 @@ class SocketStream(httpcore.AsyncNetworkStream):
 
     async def _writable(self, timeout: float | None) -> None:
         waiter = self._loop.create_future()
-        self._loop.add_writer(self._fd, waiter.set_result, None)
+        self._loop.add_writer(self._fd, _wake, waiter)
         try:
             async with asyncio.timeout(timeout):
                 await waiter
@@ -237,8 +243,8 @@ class SocketStream(httpcore.AsyncNetworkStream):
     async def aclose(self) -> None:
         self._pause_reading()
         self._sock.close()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _wake(self._waiter)
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None

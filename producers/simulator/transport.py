@@ -62,15 +62,18 @@ class StampedTransport(asyncio.Transport):
         except OSError as exc:
             self._force_close(exc)
             return
-        if not data:
-            self.pause_reading()
-            if not self._protocol.eof_received():
-                self.close()
-            return
-        arrived = kernel_arrival_ns(ancillary)
-        self.arrival_ns = arrived if arrived is not None else time.monotonic_ns()
         try:
+            if not data:
+                self.pause_reading()
+                if not self._protocol.eof_received():
+                    self.close()
+                return
+            arrived = kernel_arrival_ns(ancillary)
+            self.arrival_ns = arrived if arrived is not None else time.monotonic_ns()
             self._protocol.data_received(data)
+        except Exception as exc:  # a protocol bug: drop this connection, as asyncio's transports do
+            log.exception("simulator: the protocol failed on received data; closing the connection")
+            self._force_close(exc)
         finally:
             self.arrival_ns = None
 
@@ -90,7 +93,9 @@ class StampedTransport(asyncio.Transport):
     # -- writing -------------------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data or self._closing or self._eof_after_unsent:
+        if self._eof_after_unsent:
+            raise RuntimeError("write() after write_eof()")
+        if not data or self._closing:  # like asyncio's transports, a closing one drops what it is given
             return
         if not self._unsent:
             try:
