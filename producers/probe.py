@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from producers.adapters.base import ProviderAdapter
 from producers.adapters.cerebras import CerebrasAdapter
 from producers.adapters.openai import OpenAIAdapter
+from producers.adapters.wire import SocketReads
 from producers.errors import ProbeFailure, WorkloadError
 from producers.publisher import KafkaPublisher, PublisherConfig, PublishStats
 from producers.scheduler import RetryAfterGate, Slot, StopCondition, run_closed_loop, run_open_loop
@@ -74,6 +75,8 @@ class EndpointSummary:
     schedule_lag_ms: list[float] = field(default_factory=list)
     cost_usd: float = 0.0
     completion_tokens: int = 0
+    socket_reads: SocketReads | None = None
+    """The adapter's socket reads (``None`` for an adapter without the probe's own connections)."""
 
     def add(self, event: RequestTiming) -> None:
         self.requests += 1
@@ -312,6 +315,9 @@ async def run_workload_async(
     anchor = (clocks.time_ns(), clocks.monotonic_ns())
     own = {e.name: make_adapter(e, api_keys.get(e.name), workload) for e in workload.endpoints if not adapters}
     chosen = dict(adapters) if adapters else own
+    for name, adapter in chosen.items():
+        reads = getattr(adapter, "socket_reads", None)
+        summary.endpoints[name].socket_reads = reads if isinstance(reads, SocketReads) else None
     probes = [
         EndpointProbe(
             workload,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from producers.adapters.wire import SocketReads
 from producers.probe import ProbeSummary
 
 
@@ -11,11 +12,20 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _kernel_share(reads: SocketReads | None) -> str:
+    """Share of socket reads with the kernel's receive time; yellow below 99% (TTFT then includes loop lag)."""
+    if reads is None or not reads.total:
+        return "-"
+    share = 100 * reads.kernel_stamped / reads.total
+    return f"{share:.1f}%" if share >= 99 else f"[yellow]{share:.1f}%[/yellow]"
+
+
 def summary_table(summary: ProbeSummary, title: str | None = None) -> Table:
-    """One row per endpoint: requests, errors, p50/p95 TTFT, p50 decode tokens/s, schedule lag, cost."""
+    """One row per endpoint: requests, errors, p50/p95 TTFT, p50 decode tokens/s, schedule lag, the share
+    of socket reads timed by the kernel, cost."""
     table = Table(title=title or f"workload {summary.workload} (probe {summary.probe_id})")
     for column in ("endpoint", "requests", "errors", "ttft p50 ms", "ttft p95 ms", "tok/s p50", "lag p99 ms",
-                   "cost usd", "error kinds"):  # fmt: skip
+                   "kernel stamps", "cost usd", "error kinds"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("endpoint", "error kinds") else "right")
     for name, ep in summary.endpoints.items():
         kinds = ", ".join(f"{kind}={count}" for kind, count in sorted(ep.error_kinds.items()))
@@ -27,6 +37,7 @@ def summary_table(summary: ProbeSummary, title: str | None = None) -> Table:
             _fmt(ep.quantile("ttft_ms", 95)),
             _fmt(ep.quantile("decode_tps", 50)),
             _fmt(ep.quantile("schedule_lag_ms", 99), 2),
+            _kernel_share(ep.socket_reads),
             f"{ep.cost_usd:.6f}",
             kinds,
         )

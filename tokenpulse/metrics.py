@@ -370,6 +370,12 @@ class ProbeCollector(Collector):
         )  # fmt: skip
         tokens = _counter("tokenpulse_probe_completion_tokens_total", "Probe: completion tokens received.", labels)
         cost = _counter("tokenpulse_probe_cost_usd_total", "Probe: cost of the measured requests (USD).", labels)
+        reads = _counter(
+            "tokenpulse_probe_socket_reads_total",
+            "Probe: socket reads with data, by where their arrival time came from (kernel: the kernel's receive "
+            "timestamp; event_loop: the reader's clock, which includes the event loop's lag).",
+            [*labels, "stamp"],
+        )  # fmt: skip
         workload = self.summary.workload
         for name, endpoint in sorted(list(self.summary.endpoints.items())):
             requests.add_metric([workload, name], endpoint.requests)
@@ -377,7 +383,11 @@ class ProbeCollector(Collector):
                 errors.add_metric([workload, name, kind], count)
             tokens.add_metric([workload, name], endpoint.completion_tokens)
             cost.add_metric([workload, name], endpoint.cost_usd)
-        yield from (requests, errors, tokens, cost)
+            if endpoint.socket_reads is not None:
+                total, kernel = endpoint.socket_reads.total, endpoint.socket_reads.kernel_stamped
+                reads.add_metric([workload, name, "kernel"], kernel)
+                reads.add_metric([workload, name, "event_loop"], total - kernel)
+        yield from (requests, errors, tokens, cost, reads)
 
 
 class PublisherCollector(Collector):

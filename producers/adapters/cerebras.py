@@ -14,7 +14,7 @@ from cerebras.cloud.sdk import (
 from pydantic import SecretStr
 
 from producers.adapters.openai import REQUEST_ID_HEADER
-from producers.adapters.wire import WireStamps, stamping, stamping_transport
+from producers.adapters.wire import SocketReads, WireStamps, stamping, stamping_transport
 from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
 from producers.scheduler import sleep_until
 from producers.stream import ChatRequest, StreamRecorder, Usage
@@ -38,13 +38,14 @@ class CerebrasAdapter:
     ) -> None:
         self._api_key = api_key
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self.socket_reads = SocketReads()
         self._client = AsyncCerebras(
             api_key=api_key.get_secret_value() if api_key is not None else "unset",
             base_url=base_url.rstrip("/"),
             timeout=timeout or httpx.Timeout(connect=10.0, read=120.0, write=10.0, pool=None),
             max_retries=0,  # the scheduler owns retries and Retry-After, and a retry would hide a failure
             warm_tcp_connection=False,
-            http_client=httpx.AsyncClient(transport=stamping_transport(limits)),
+            http_client=httpx.AsyncClient(transport=stamping_transport(limits, reads=self.socket_reads)),
         )
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ from httpx_sse import SSEError
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # behind EventSource.aiter_sse; pinned <0.5
 from pydantic import SecretStr
 
-from producers.adapters.wire import WireStamps, stamping, stamping_transport
+from producers.adapters.wire import SocketReads, WireStamps, stamping, stamping_transport
 from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
 from producers.scheduler import sleep_until
 from producers.stream import ChatRequest, StreamRecorder, Usage
@@ -81,10 +81,11 @@ class OpenAIAdapter:
         if api_key is not None and api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self.socket_reads = SocketReads()
         self._client = httpx.AsyncClient(
             headers=headers,
             timeout=timeout or httpx.Timeout(connect=10.0, read=120.0, write=10.0, pool=None),
-            transport=transport or stamping_transport(limits),
+            transport=transport or stamping_transport(limits, reads=self.socket_reads),
         )
 
     def __repr__(self) -> str:

@@ -57,6 +57,18 @@ class WireStamps:
     read_ns: int | None = None
 
 
+@dataclass(slots=True)
+class SocketReads:
+    """Socket reads with data on an adapter's connections, and how many carried the kernel's timestamp.
+
+    Where the kernel gives none (not Linux, a sandboxed network stack), arrival times fall back to the
+    event loop's and include its lag; ``tokenpulse_probe_socket_reads_total`` shows which one a probe got.
+    """
+
+    total: int = 0
+    kernel_stamped: int = 0
+
+
 @contextmanager
 def stamping(stamps: WireStamps) -> Iterator[WireStamps]:
     """Make ``stamps`` the target of every ``SocketStream`` used by the current task."""
@@ -79,10 +91,10 @@ class SocketStream(httpcore.AsyncNetworkStream):
     While the connection is open its reader is registered: ``_on_readable`` reads at once and keeps each
     piece with its arrival time (``kernel_arrival_ns``, else the callback's own time); ``read`` hands the
     pieces on. Reading pauses while more than ``_PAUSE_AT_BYTES`` wait to be taken, so a slow consumer
-    gets TCP back-pressure. ``reads`` and ``kernel_stamped_reads`` count the socket reads with data.
+    gets TCP back-pressure. Reads are counted in ``reads`` (shared by the connections of one backend).
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, reads: SocketReads | None = None) -> None:
         self._sock = sock
         self._fd = sock.fileno()
         self._loop = asyncio.get_running_loop()
@@ -96,8 +108,7 @@ class SocketStream(httpcore.AsyncNetworkStream):
         self._tls_in = ssl.MemoryBIO()
         self._tls_out = ssl.MemoryBIO()
         self._tls_arrived_ns = 0
-        self.reads = 0
-        self.kernel_stamped_reads = 0
+        self.reads = reads if reads is not None else SocketReads()
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         enable_receive_timestamps(sock)
@@ -116,11 +127,11 @@ class SocketStream(httpcore.AsyncNetworkStream):
         else:
             if data:
                 arrived = kernel_arrival_ns(ancillary)
-                self.reads += 1
+                self.reads.total += 1
                 if arrived is None:
                     arrived = time.monotonic_ns()
                 else:
-                    self.kernel_stamped_reads += 1
+                    self.reads.kernel_stamped += 1
                 self._received.append((data, arrived))
                 self._buffered += len(data)
                 if self._buffered >= _PAUSE_AT_BYTES:
@@ -299,7 +310,11 @@ class SocketStream(httpcore.AsyncNetworkStream):
 
 class SocketBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend made of ``SocketStream`` TCP connections (asyncio and uvloop; httpx asks
-    for Unix sockets only when given ``uds=``, which the probe never does)."""
+    for Unix sockets only when given ``uds=``, which the probe never does). Its connections count their
+    reads in ``reads``."""
+
+    def __init__(self, reads: SocketReads | None = None) -> None:
+        self.reads = reads if reads is not None else SocketReads()
 
     async def connect_tcp(
         self,
@@ -331,7 +346,7 @@ class SocketBackend(httpcore.AsyncNetworkBackend):
                     except BaseException:
                         sock.close()
                         raise
-                    return SocketStream(sock)
+                    return SocketStream(sock, self.reads)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"could not connect to {host}:{port} within {timeout} s") from None
         except OSError as exc:
@@ -343,8 +358,10 @@ class SocketBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
-def stamping_transport(limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> httpx.AsyncHTTPTransport:
-    """httpx's own transport whose connections are ``SocketStream``s.
+def stamping_transport(
+    limits: httpx.Limits, verify: ssl.SSLContext | bool = True, reads: SocketReads | None = None
+) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport whose connections are ``SocketStream``s (counting their reads in ``reads``).
 
     httpx does not take a network backend, so the one of its httpcore pool is replaced (``_pool`` and
     ``_network_backend`` are private; httpx is pinned <0.29 and a unit test checks the replacement).
@@ -353,5 +370,5 @@ def stamping_transport(limits: httpx.Limits, verify: ssl.SSLContext | bool = Tru
     pool = transport._pool
     if not isinstance(pool, httpcore.AsyncConnectionPool):
         raise TypeError(f"httpx.AsyncHTTPTransport has an unexpected pool {type(pool).__name__}")
-    pool._network_backend = SocketBackend()
+    pool._network_backend = SocketBackend(reads)
     return transport

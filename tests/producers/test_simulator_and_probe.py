@@ -11,8 +11,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from pydantic import SecretStr
+from rich.console import Console
 
 from producers.probe import run_workload_async
+from producers.report import summary_table
 from producers.simulator import LatencyProfile, ProfileChange, SimulatorConfig, SimulatorServer
 from producers.simulator.profiles import effective_profile
 from producers.workload import Workload, parse_workload
@@ -180,3 +182,19 @@ def test_simulator_control_api_over_http(sim: SimulatorServer) -> None:
         assert len(rows) == 1 and rows[0]["completion_tokens"] == 2 and rows[0]["ttft_ms"] >= 15
     sim.change_in(0, endpoint="fast", set={"error_rate": 1.0})
     assert sim.state.profile("fast").error_rate == 1.0
+
+
+@pytest.mark.usefixtures("kernel_stamping")
+@pytest.mark.parametrize("kind", ["openai", "cerebras"])
+def test_every_socket_read_of_a_probe_run_is_timed_by_the_kernel_and_the_summary_says_so(
+    sim: SimulatorServer, kind: str
+) -> None:
+    w = workload(sim, "fast", kind=kind, requests=10)
+    summary = asyncio.run(run_workload_async(w, ListSink(), api_keys={"fast": _key()}))
+    reads = summary.endpoints["fast"].socket_reads
+    assert reads is not None and reads.total >= 10  # at least one read per streamed response
+    assert reads.kernel_stamped == reads.total
+    console = Console(width=200, record=True)
+    console.print(summary_table(summary))
+    text = console.export_text()
+    assert "kernel stamps" in text and "100.0%" in text

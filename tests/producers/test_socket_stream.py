@@ -21,6 +21,7 @@ from producers.adapters.wire import (
     _PAUSE_AT_BYTES,
     _RECV_SIZE,
     SocketBackend,
+    SocketReads,
     SocketStream,
     WireStamps,
     stamping,
@@ -73,7 +74,7 @@ def test_a_read_is_stamped_when_its_bytes_reached_the_host_not_when_the_busy_loo
 
     with one_connection_server(serve) as port:
 
-        async def go() -> tuple[bytes, int | None, int, int]:
+        async def go() -> tuple[bytes, int | None, int, SocketReads]:
             stream = await connect(port)
             await stream.write(b"g")
             stamps = WireStamps(time.monotonic_ns)
@@ -82,10 +83,10 @@ def test_a_read_is_stamped_when_its_bytes_reached_the_host_not_when_the_busy_loo
             with stamping(stamps):
                 data = await stream.read(1024, timeout=5)
             await stream.aclose()
-            return data, stamps.read_ns, loop_free_ns, stream.kernel_stamped_reads
+            return data, stamps.read_ns, loop_free_ns, stream.reads
 
-        data, read_ns, loop_free_ns, kernel_stamped_reads = asyncio.run(go())
-    assert data == b"first token" and kernel_stamped_reads == 1
+        data, read_ns, loop_free_ns, reads = asyncio.run(go())
+    assert data == b"first token" and reads == SocketReads(total=1, kernel_stamped=1)
     # The kernel's receive time: after the server began sending, and before the loop could have read it.
     assert read_ns is not None and send_started[0] <= read_ns < loop_free_ns
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from producers.adapters.wire import SocketReads
 from producers.probe import EndpointSummary, ProbeSummary
 from producers.publisher import KafkaPublisher, PublisherConfig
 from schemas import encode
@@ -231,6 +232,17 @@ def test_probe_collector_reports_requests_errors_by_kind_tokens_and_cost_per_end
     }
     assert samples.value("tokenpulse_probe_completion_tokens_total", workload="chat", endpoint="fast") == 46
     assert samples.value("tokenpulse_probe_cost_usd_total", workload="chat", endpoint="fast") == 1.0
+    assert samples.labelled("tokenpulse_probe_socket_reads_total") == {}  # neither adapter counted its reads
+
+
+def test_probe_collector_reports_where_the_arrival_times_of_socket_reads_came_from() -> None:
+    summary = ProbeSummary("chat", "probe-1", {"fast": EndpointSummary("fast")})
+    summary.endpoints["fast"].socket_reads = SocketReads(total=100, kernel_stamped=97)
+    samples = Samples.of(fresh(ProbeCollector(summary)))
+    assert samples.labelled("tokenpulse_probe_socket_reads_total") == {
+        frozenset({("workload", "chat"), ("endpoint", "fast"), ("stamp", "kernel")}): 97,
+        frozenset({("workload", "chat"), ("endpoint", "fast"), ("stamp", "event_loop")}): 3,
+    }
 
 
 class DeliveringProducer:
