@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from producers.spool import Spool, SpooledRecord
 from schemas import RequestTiming, encode
+from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS, ensure_topic
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +51,26 @@ class PublisherConfig:
     max_block_ms: int = 5_000
     retry_interval_s: float = 1.0
     replay_batch: int = 500
+    partitions: int = REQUEST_TIMINGS_PARTITIONS
+    """Partitions of the topic if the publisher has to create it."""
 
 
 ProducerFactory = Callable[[PublisherConfig], Any]
 
 
 def kafka_producer(config: PublisherConfig) -> KafkaProducer:
-    """The production producer: acks=all, idempotent, compressed."""
+    """The production producer: acks=all, idempotent, compressed; it first creates the topic if missing.
+
+    Not the broker's auto-create: that would give the topic the broker's default partitions, often one,
+    and so only one worker. A broker that cannot be reached raises (the publisher spools and retries); one
+    that does not let the probe create topics is only logged, as the topic may exist or be auto-created.
+    """
+    try:
+        ensure_topic(config.bootstrap, config.topic, config.partitions, request_timeout_ms=config.request_timeout_ms)
+    except KafkaError as exc:
+        if isinstance(exc, KafkaTimeoutError | KafkaConnectionError):
+            raise  # unreachable: the publisher spools and tries again
+        log.warning("could not check or create topic %s (%s); sending anyway", config.topic, type(exc).__name__)
     return KafkaProducer(
         bootstrap_servers=config.bootstrap.split(","),
         acks="all",

@@ -16,6 +16,7 @@ does not fire for windows restored after a restart or rebalance (faust issues #2
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import time
@@ -31,6 +32,7 @@ from streams.core import WindowCore
 from streams.engine import WindowConfig, record_partition
 from tokenpulse.config import Settings
 from tokenpulse.metrics import MetricsEndpoint, WorkerCollector, serve_metrics
+from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS, ensure_topic, too_few_partitions
 
 log = logging.getLogger("tokenpulse.worker")
 
@@ -48,7 +50,7 @@ class WorkerConfig:
 
     windows: tuple[str, ...] = ("1m", "5m/1m")
     grace: str = "10s"
-    partitions: int = 6
+    partitions: int = REQUEST_TIMINGS_PARTITIONS
     app_id: str | None = None
     data_dir: Path | None = None
     session_timeout_s: float = 6.0
@@ -397,9 +399,33 @@ def tune_runtime() -> None:
     gc.set_threshold(50_000, 20, 50)
 
 
+def source_partitions(settings: Settings, config: WorkerConfig) -> int:
+    """The partitions the worker's table must have: those of the request-timings topic, which is created
+    with ``config.partitions`` if it does not exist yet.
+
+    The table's changelog is written partition for partition with the source, so the two must match
+    whoever created the topic (a probe that started first, say). Fewer partitions than asked for is logged
+    as a warning: at most that many workers can share the load. If the topic cannot be checked, faust's own
+    start-up reports the broker, and ``config.partitions`` is assumed.
+    """
+    topic = settings.topics.request_timings
+    try:
+        found = ensure_topic(settings.kafka_bootstrap, topic, config.partitions)
+    except Exception as exc:  # kafka-python's errors
+        log.warning("could not check or create topic %s (%s: %s)", topic, type(exc).__name__, exc)
+        return config.partitions
+    if (warning := too_few_partitions(topic, found, config.partitions)) is not None:
+        log.warning("%s", warning)
+    elif found > config.partitions:
+        log.info("topic %s has %d partitions; the worker follows it (not --partitions %d)", topic, found,
+                 config.partitions)  # fmt: skip
+    return found
+
+
 def run_worker(settings: Settings, config: WorkerConfig, metrics: MetricsEndpoint | None = None) -> None:
     """Run the worker in this process until SIGINT/SIGTERM (uvloop when available); with ``metrics``
     enabled, serve its counters at ``/metrics`` (read at scrape time, on the worker's event loop)."""
+    config = dataclasses.replace(config, partitions=source_partitions(settings, config))
     tune_runtime()
     worker_app = build_worker(settings, config)
     worker = faust.Worker(worker_app.app, loglevel=config.log_level.upper(), quiet=True)

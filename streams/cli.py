@@ -16,6 +16,7 @@ from streams.windows import WindowSpecError, parse_duration_ns, parse_window_spe
 from tokenpulse.config import load_settings
 from tokenpulse.errors import TokenpulseError
 from tokenpulse.metrics import DEFAULT_METRICS_HOST, MetricsEndpoint, MetricsHostOpt, MetricsPortOpt
+from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +27,9 @@ def register(app: typer.Typer) -> None:
 def worker(
     windows: Annotated[str, typer.Option(help="comma-separated windows: tumbling '1m', hopping '5m/1m'")] = "1m,5m/1m",
     grace: Annotated[str, typer.Option(help="how long after a window's end late events still count")] = "10s",
-    partitions: Annotated[int, typer.Option(help="partitions of the request-timings topic")] = 6,
+    partitions: Annotated[int, typer.Option(help="partitions of the request-timings topic (most workers)")] = (
+        REQUEST_TIMINGS_PARTITIONS
+    ),
     config: Annotated[Path | None, typer.Option("--config", help="YAML settings file")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="worker state dir [default: <data_dir>/worker]")] = None,
     app_id: Annotated[str | None, typer.Option(help="consumer group / app id [default: <prefix>-worker]")] = None,
@@ -66,7 +69,7 @@ def worker_argv(
     *,
     windows: tuple[str, ...] = ("1m", "5m/1m"),
     grace: str = "10s",
-    partitions: int = 6,
+    partitions: int = REQUEST_TIMINGS_PARTITIONS,
     idle_close_s: float = 30.0,
     extra: tuple[str, ...] = (),
 ) -> list[str]:

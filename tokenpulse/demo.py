@@ -181,7 +181,7 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
     worker_log = out_dir / "worker.log"
     with open(worker_log, "wb") as log:
         worker = subprocess.Popen(
-            worker_argv(windows=(DEMO_WINDOW,), grace="2s", partitions=3, idle_close_s=3.0,
+            worker_argv(windows=(DEMO_WINDOW,), grace="2s", idle_close_s=3.0,
                         extra=("--log-level", "warning")),
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -1,0 +1,52 @@
+"""Creating the request-timings topic with enough partitions, whichever of probe and worker starts first.
+
+A broker that auto-creates topics gives them its ``num.partitions`` (1 by default). If the probe's first
+send created ``request-timings`` that way, only one worker could ever get events: the topic's partitions
+are the most workers that can share the load. So the probe and the worker both create it explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMINGS_PARTITIONS = 6
+"""Partitions of the request-timings topic (``tokenpulse worker --partitions``): at most this many workers."""
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int, *, request_timeout_ms: int = 10_000) -> int:
+    """Create ``topic`` with ``partitions`` (and the broker's default replication) unless it exists; return
+    how many partitions it has. An existing topic is left as it is. Raises kafka-python's errors: a broker
+    that cannot be reached within ``request_timeout_ms`` (``KafkaTimeoutError``), not authorized, ..."""
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap.split(","), client_id="tokenpulse-topics",
+        request_timeout_ms=request_timeout_ms, bootstrap_timeout_ms=request_timeout_ms,
+    )  # fmt: skip
+    try:
+        if topic not in admin.list_topics():
+            try:
+                admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])
+                log.info("created topic %s with %d partitions", topic, partitions)
+            except TopicAlreadyExistsError:
+                pass  # another process created it in between
+        (description,) = admin.describe_topics([topic])
+        return len(description["partitions"])
+    finally:
+        admin.close()
+
+
+def too_few_partitions(topic: str, found: int, wanted: int) -> str | None:
+    """The warning for a request-timings topic with fewer partitions than the worker expects, or ``None``."""
+    if found >= wanted:
+        return None
+    return (
+        f"topic {topic} has {found} partition{'s' if found != 1 else ''}, fewer than --partitions {wanted}: at "
+        f"most {found} worker{'s' if found != 1 else ''} will get events (a broker's auto-create gives its "
+        f"num.partitions). Events are keyed by provider/model, so add partitions only while the topic is "
+        f"empty: kafka-topics.sh --alter --topic {topic} --partitions {wanted}"
+    )
