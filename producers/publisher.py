@@ -80,6 +80,7 @@ def kafka_producer(config: PublisherConfig) -> KafkaProducer:
         delivery_timeout_ms=config.delivery_timeout_ms,
         request_timeout_ms=min(config.request_timeout_ms, config.delivery_timeout_ms - 10),
         max_block_ms=config.max_block_ms,
+        bootstrap_timeout_ms=config.request_timeout_ms,  # an absent broker: spool after this, not kafka's 30 s
         client_id="tokenpulse-probe",
     )
 

@@ -76,9 +76,10 @@ def test_200_requests_make_exactly_200_valid_events_matching_ground_truth(
         errors_ms.append(event.ttft_ms - true["ttft_ms"])
     # Both sides stamp with the kernel's receive times on the host's one monotonic clock: the probe stamps
     # "sent" before the simulator receives, and a chunk arrives after the simulator stamped it written, so
-    # measured TTFT is never below the truth (5 us allow for the wall-to-monotonic conversions). The 1 ms
-    # p99 target is measured by bench/probe_accuracy.py; the median bound here is a functional check.
-    assert min(errors_ms) > -0.005
+    # measured TTFT is never below the truth, but for the two wall-to-monotonic conversions (simulator
+    # arrival, probe arrival), each within 10 us (producers.kernel_time). The 1 ms p99 target is measured
+    # by bench/probe_accuracy.py; the median bound here is a functional check.
+    assert min(errors_ms) > -0.020
     assert sorted(errors_ms)[len(errors_ms) // 2] < 1.0
 
 
