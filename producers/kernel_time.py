@@ -19,7 +19,7 @@ _TIMESPEC = struct.Struct("@ll")  # struct timespec: seconds, nanoseconds
 ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 """The ``ancbufsize`` for ``recvmsg`` that holds one timestamp."""
 _MAX_AGE_NS = 10 * 1_000_000_000  # a stamp older than this means the wall clock was stepped
-_TIGHT_NS = 20_000  # a wall-clock reading between monotonic ones this far apart was not preempted
+_TIGHT_NS = 2_000  # readings this tight were not interrupted (p99.9 here: 0.27 us; p99.99: 14 us)
 
 
 def enable_receive_timestamps(sock: socket.socket) -> None:

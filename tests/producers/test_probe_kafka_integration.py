@@ -77,8 +77,9 @@ def test_200_requests_make_exactly_200_valid_events_matching_ground_truth(
     # Both sides stamp with the kernel's receive times on the host's one monotonic clock: the probe stamps
     # "sent" before the simulator receives, and a chunk arrives after the simulator stamped it written, so
     # measured TTFT is never below the truth, but for the two wall-to-monotonic conversions (simulator
-    # arrival, probe arrival), each within 10 us (producers.kernel_time). The 1 ms p99 target is measured
-    # by bench/probe_accuracy.py; the median bound here is a functional check.
+    # arrival, probe arrival), each within a microsecond or so (producers.kernel_time); 20 us leave room for
+    # an interrupted reading. The 1 ms p99 target is measured by bench/probe_accuracy.py; the median bound
+    # here is a functional check.
     assert min(errors_ms) > -0.020
     assert sorted(errors_ms)[len(errors_ms) // 2] < 1.0
 
