@@ -12,12 +12,13 @@ So httpx's connections here are ``SocketStream``s (``SocketBackend`` replaces ht
 - a request is stamped ``sent`` just before its first bytes go to ``send``.
 
 The stamps go to the ``WireStamps`` of the request the current task is serving (``stamping``). TLS runs
-over ``ssl.MemoryBIO`` so the raw reads keep their timestamps; HTTP/1.1 only (httpx's default).
+over ``ssl.MemoryBIO`` so the raw reads keep their timestamps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 import time
@@ -30,7 +31,6 @@ from typing import Any
 
 import httpcore
 import httpx
-from httpcore._utils import is_socket_readable
 
 from producers.kernel_time import ANCILLARY_SIZE, enable_receive_timestamps, kernel_arrival_ns
 
@@ -77,6 +77,13 @@ def stamping(stamps: WireStamps) -> Iterator[WireStamps]:
         yield stamps
     finally:
         _ACTIVE.reset(token)
+
+
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether a read would return at once (data, end of stream or an error), without reading."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -304,7 +311,7 @@ class SocketStream(httpcore.AsyncNetworkStream):
         if info == "server_addr":
             return self._sock.getpeername()
         if info == "is_readable":  # what httpcore asks before reusing an idle connection
-            return bool(self._received) or self._eof or self._error is not None or is_socket_readable(self._sock)
+            return bool(self._received) or self._eof or self._error is not None or _readable_now(self._sock)
         return None
 
 
