@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 import urllib3
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
@@ -31,24 +29,15 @@ from streams.alerting import AlertEngine
 from streams.rules import RuleEngine, RuleSet
 from tokenpulse.config import Settings
 from tokenpulse.metrics import MetricsEndpoint, serve_metrics, sink_runner_collectors
+from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS, ensure_topics
 
 log = logging.getLogger(__name__)
 
 ALL_SINKS = ("llm_request", "llm_window", "llm_alert")
 
 
-async def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 3) -> None:
-    """Create missing topics (single-node replication); existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(missing)
-    finally:
-        await admin.close()
+SINK_TOPIC_PARTITIONS = 3
+"""Partitions of the window-stats, alerts and dead-letter topics if the sink runner has to create them."""
 
 
 @dataclass
@@ -78,9 +67,10 @@ class SinkRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         s, topics = self.settings, self.settings.topics
-        await ensure_topics(
-            s.kafka_bootstrap, [topics.request_timings, topics.window_stats, topics.alerts, topics.sink_dlq]
-        )
+        partitions = {topics.request_timings: REQUEST_TIMINGS_PARTITIONS} | {
+            topic: SINK_TOPIC_PARTITIONS for topic in (topics.window_stats, topics.alerts, topics.sink_dlq)
+        }
+        await asyncio.to_thread(ensure_topics, s.kafka_bootstrap, partitions)
         producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
         await producer.start()
         writers: list[InfluxWriter] = []

@@ -6,7 +6,6 @@ yields the same events (ids included), so exact expected aggregates can be compu
 
 from __future__ import annotations
 
-import contextlib
 import random
 import signal
 import subprocess
@@ -160,16 +159,9 @@ def exact_windows(
 
 def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -> None:
     """Create topics (``partitions`` each) unless they exist."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from tokenpulse.topics import ensure_topics
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        for name in names:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    finally:
-        admin.close()
+    ensure_topics(bootstrap, dict.fromkeys(names, partitions))
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:

@@ -1,13 +1,15 @@
-"""Creating the request-timings topic with enough partitions, whichever of probe and worker starts first.
+"""Creating tokenpulse's topics with enough partitions, whichever of probe, worker and sink starts first.
 
 A broker that auto-creates topics gives them its ``num.partitions`` (1 by default). If the probe's first
 send created ``request-timings`` that way, only one worker could ever get events: the topic's partitions
-are the most workers that can share the load. So the probe and the worker both create it explicitly.
+are the most workers that can share the load. So the probe, the worker and the sink runner all create
+their topics explicitly, with the same counts.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -19,25 +21,34 @@ REQUEST_TIMINGS_PARTITIONS = 6
 """Partitions of the request-timings topic (``tokenpulse worker --partitions``): at most this many workers."""
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int, *, request_timeout_ms: int = 10_000) -> int:
-    """Create ``topic`` with ``partitions`` (and the broker's default replication) unless it exists; return
-    how many partitions it has. An existing topic is left as it is. Raises kafka-python's errors: a broker
-    that cannot be reached within ``request_timeout_ms`` (``KafkaTimeoutError``), not authorized, ..."""
+def ensure_topics(
+    bootstrap: str, partitions_by_topic: Mapping[str, int], *, request_timeout_ms: int = 10_000
+) -> dict[str, int]:
+    """Create each missing topic with its partitions (and the broker's default replication); return how
+    many partitions each one has. Existing topics are left as they are. Raises kafka-python's errors: a
+    broker that cannot be reached within ``request_timeout_ms`` (``KafkaTimeoutError``), not authorized, ..."""
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap.split(","), client_id="tokenpulse-topics",
         request_timeout_ms=request_timeout_ms, bootstrap_timeout_ms=request_timeout_ms,
     )  # fmt: skip
     try:
-        if topic not in admin.list_topics():
+        existing = set(admin.list_topics())
+        for topic, partitions in partitions_by_topic.items():
+            if topic in existing:
+                continue
             try:
                 admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])
                 log.info("created topic %s with %d partitions", topic, partitions)
             except TopicAlreadyExistsError:
                 pass  # another process created it in between
-        (description,) = admin.describe_topics([topic])
-        return len(description["partitions"])
+        return {d["name"]: len(d["partitions"]) for d in admin.describe_topics(list(partitions_by_topic))}
     finally:
         admin.close()
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int, *, request_timeout_ms: int = 10_000) -> int:
+    """``ensure_topics`` for one topic: its partition count."""
+    return ensure_topics(bootstrap, {topic: partitions}, request_timeout_ms=request_timeout_ms)[topic]
 
 
 def too_few_partitions(topic: str, found: int, wanted: int) -> str | None:

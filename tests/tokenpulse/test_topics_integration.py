@@ -14,7 +14,7 @@ from producers.publisher import KafkaPublisher, PublisherConfig
 from sinks.testing import make_timing
 from streams.app import WorkerConfig, source_partitions
 from tokenpulse.config import Settings
-from tokenpulse.topics import ensure_topic
+from tokenpulse.topics import ensure_topic, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +71,11 @@ def test_the_worker_follows_the_topic_and_warns_when_it_has_fewer_partitions_tha
     assert source_partitions(other, WorkerConfig(partitions=3)) == 3  # missing: created as asked
     assert partitions_of(kafka_bootstrap, other.topics.request_timings) == 3
     assert source_partitions(other, WorkerConfig(partitions=2)) == 3  # more than asked: the worker follows
+
+
+def test_several_topics_at_once_create_only_the_missing_ones(
+    kafka_bootstrap: str, topic_name: Callable[[str], str]
+) -> None:
+    old, new = topic_name("old"), topic_name("new")
+    create(kafka_bootstrap, old, 2)
+    assert ensure_topics(kafka_bootstrap, {old: 6, new: 3}) == {old: 2, new: 3}
