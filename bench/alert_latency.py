@@ -40,25 +40,33 @@ from pathlib import Path
 import httpx
 from kafka import KafkaConsumer, KafkaProducer
 
-from schemas import encode
-from sinks.notifiers import WebhookNotifier
-from sinks.runner import SinkRunner
-from sinks.testing import MINUTE_NS, make_timing, make_window, settings_for, wait_until
-from streams.alerting import AlertEngine
-from streams.cli import worker_argv
-from streams.rules import parse_rules
-from streams.testing import WorkerProcess, create_topics
+from tokenpulse.schemas import encode
+from tokenpulse.sinks.alerting import AlertEngine
+from tokenpulse.sinks.notifiers import WebhookNotifier
+from tokenpulse.sinks.rules import parse_rules
+from tokenpulse.sinks.runner import SinkRunner
+from tokenpulse.sinks.testing import MINUTE_NS, make_timing, make_window, settings_for, wait_until
+from tokenpulse.streams.cli import worker_argv
+from tokenpulse.streams.testing import WorkerProcess, create_topics
 from tokenpulse.testing.services import InfluxEndpoint, unique_name
 
 BUDGET_S = 10.0
 RULES = parse_rules(
     {
         "rules": [
-            {"name": "ttft-regression", "kind": "regression", "metric": "ttft_p95_ms", "worse_by_pct": 50,
-             "baseline_period": "1h", "min_samples": 30, "min_baseline_windows": 3, "for_windows": 1}
+            {
+                "name": "ttft-regression",
+                "kind": "regression",
+                "metric": "ttft_p95_ms",
+                "worse_by_pct": 50,
+                "baseline_period": "1h",
+                "min_samples": 30,
+                "min_baseline_windows": 3,
+                "for_windows": 1,
+            }
         ]
     }
-)  # fmt: skip
+)
 
 
 class Receiver:
@@ -96,8 +104,13 @@ class Receiver:
 def transport_baseline(bootstrap: str, receiver: Receiver, producer: KafkaProducer, trials: int) -> list[float]:
     """One Kafka hop plus one HTTP POST, per trial."""
     topic = unique_name("bench-hop")
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=unique_name("hop"),
-                             auto_offset_reset="earliest", fetch_max_wait_ms=50)  # fmt: skip
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=unique_name("hop"),
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
+    )
     stop = threading.Event()
 
     def forward() -> None:
@@ -125,8 +138,12 @@ def transport_baseline(bootstrap: str, receiver: Receiver, producer: KafkaProduc
 
 def alert_trials(bootstrap: str, receiver: Receiver, producer: KafkaProducer, trials: int) -> list[float]:
     env = os.environ
-    server = InfluxEndpoint(env["TOKENPULSE_INFLUX_URL"], env["TOKENPULSE_INFLUX_TOKEN"],
-                            env.get("TOKENPULSE_INFLUX_ORG", "tokenpulse"), "unused")  # fmt: skip
+    server = InfluxEndpoint(
+        env["TOKENPULSE_INFLUX_URL"],
+        env["TOKENPULSE_INFLUX_TOKEN"],
+        env.get("TOKENPULSE_INFLUX_ORG", "tokenpulse"),
+        "unused",
+    )
     influx = server.with_new_bucket("bench-alert")
     settings = settings_for(bootstrap, influx, unique_name("bench-alert"))
     topics = settings.topics
@@ -159,8 +176,12 @@ def alert_trials(bootstrap: str, receiver: Receiver, producer: KafkaProducer, tr
 def full_chain(bootstrap: str, receiver: Receiver, window_s: int = 10) -> list[float]:
     """First regressed RequestTiming -> worker -> WindowStats -> alerting -> webhook, per workload."""
     env = os.environ
-    server = InfluxEndpoint(env["TOKENPULSE_INFLUX_URL"], env["TOKENPULSE_INFLUX_TOKEN"],
-                            env.get("TOKENPULSE_INFLUX_ORG", "tokenpulse"), "unused")  # fmt: skip
+    server = InfluxEndpoint(
+        env["TOKENPULSE_INFLUX_URL"],
+        env["TOKENPULSE_INFLUX_TOKEN"],
+        env.get("TOKENPULSE_INFLUX_ORG", "tokenpulse"),
+        "unused",
+    )
     prefix = unique_name("bench-chain")
     settings = settings_for(bootstrap, server.with_new_bucket("bench-chain"), prefix)
     topics = settings.topics
@@ -169,8 +190,9 @@ def full_chain(bootstrap: str, receiver: Receiver, window_s: int = 10) -> list[f
     regress_from: dict[str, float] = {}  # wall-clock seconds
     first_regressed: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as data_dir:
-        child_env = dict(env, TOKENPULSE_KAFKA_BOOTSTRAP=bootstrap, TOKENPULSE_TOPIC_PREFIX=prefix,
-                         TOKENPULSE_DATA_DIR=data_dir)  # fmt: skip
+        child_env = dict(
+            env, TOKENPULSE_KAFKA_BOOTSTRAP=bootstrap, TOKENPULSE_TOPIC_PREFIX=prefix, TOKENPULSE_DATA_DIR=data_dir
+        )
         argv = worker_argv(windows=(f"{window_s}s",), grace="1s", partitions=2, idle_close_s=5.0)
         worker = WorkerProcess(argv, child_env, Path(data_dir) / "worker.log").start()
         runner = SinkRunner(settings, RULES, [WebhookNotifier(receiver.url)], sinks=(), seed_baselines=False)
@@ -191,8 +213,12 @@ def full_chain(bootstrap: str, receiver: Receiver, window_s: int = 10) -> list[f
                 for workload in workloads:
                     now = time.perf_counter()
                     regressed = workload in regress_from and time.time() >= regress_from[workload]
-                    timing = make_timing(started_at=time.time_ns(), workload=workload,
-                                         ttft_ms=800.0 if regressed else 400.0, e2e_ms=2000.0)  # fmt: skip
+                    timing = make_timing(
+                        started_at=time.time_ns(),
+                        workload=workload,
+                        ttft_ms=800.0 if regressed else 400.0,
+                        e2e_ms=2000.0,
+                    )
                     producer.send(topics.request_timings, encode(timing), key=timing.kafka_key())
                     if regressed and workload not in first_regressed:
                         producer.flush()
@@ -235,8 +261,10 @@ def main() -> None:
     print(f"worst alert path vs the {BUDGET_S:.0f} s left after the window step: {max(alert) / BUDGET_S:.3f} of budget")
     if chain is not None:
         figures = ", ".join(f"{latency:.1f} s" for latency in chain)
-        print(f"full chain (first regressed RequestTiming -> worker, 10 s windows -> alert -> webhook), "
-              f"regression starting 0.1 s, 1/3, 2/3 into a window: {figures}")  # fmt: skip
+        print(
+            f"full chain (first regressed RequestTiming -> worker, 10 s windows -> alert -> webhook), "
+            f"regression starting 0.1 s, 1/3, 2/3 into a window: {figures}"
+        )
         print(f"worst full chain vs target one window step + 10 s = 20 s: {max(chain) / 20.0:.2f} of target")
 
 

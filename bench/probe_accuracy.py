@@ -19,9 +19,9 @@ import httpx
 import orjson
 from probe_common import common_args, kafka_publisher, median, pct, probe, quantiles, workload
 
-from producers.probe import run_async
-from producers.simulator import LatencyProfile, SimulatorConfig, SimulatorProcess
-from producers.timing import percentile
+from tokenpulse.producers.probe import run_async
+from tokenpulse.producers.simulator import LatencyProfile, SimulatorConfig, SimulatorProcess
+from tokenpulse.producers.timing import percentile
 
 
 async def bare_loop(url: str, n: int) -> dict[str, float]:
@@ -31,8 +31,9 @@ async def bare_loop(url: str, n: int) -> dict[str, float]:
         for _ in range(n):
             request_id = uuid.uuid4().hex
             sent = time.monotonic_ns()
-            async with client.stream("POST", url + "/chat/completions", json=body,
-                                     headers={"X-Tokenpulse-Request-Id": request_id}) as response:  # fmt: skip
+            async with client.stream(
+                "POST", url + "/chat/completions", json=body, headers={"X-Tokenpulse-Request-Id": request_id}
+            ) as response:
                 async for line in response.aiter_lines():
                     if line.startswith("data: {") and orjson.loads(line[6:]).get("choices", [{}])[0].get(
                         "delta", {}
@@ -75,16 +76,20 @@ def main() -> None:
             bare_err = [abs(ms - truth[rid]["ttft_ms"]) for rid, ms in bare.items()]
             for side, values in zip(sides, (ttft_err, itl_err, bare_err), strict=True):
                 p99[side].append(pct(values, 99))
-            print(f"rep {rep + 1}: probe {len(events)} requests (closed loop, concurrency {args.concurrency}), "
-                  f"bare {len(bare_err)} (sequential); |TTFT error| {quantiles(ttft_err)}; bare {quantiles(bare_err)}; "
-                  f"probe measured - true: min {min(signed):+.3f} (a negative one would be a clock error)")  # fmt: skip
+            print(
+                f"rep {rep + 1}: probe {len(events)} requests (closed loop, concurrency {args.concurrency}), "
+                f"bare {len(bare_err)} (sequential); |TTFT error| {quantiles(ttft_err)}; bare {quantiles(bare_err)}; "
+                f"probe measured - true: min {min(signed):+.3f} (a negative one would be a clock error)"
+            )
     print(f"{args.reps} repetitions, event loop {args.loop}, kafka {'on' if args.kafka else 'off'}")
     for side in sides:
         print(f"{side:<14} |error| ms: median p99 {median(p99[side]):.3f}")
     ratios = [p / b for p, b in zip(p99["probe ttft"], p99["bare ttft"], strict=True)]
     print(f"TTFT error p99 ratio probe/bare: median {median(ratios):.2f}x")
-    print(f"targets: TTFT p99 <= 1 ms: {'met' if median(p99['probe ttft']) <= 1 else 'NOT met'}; "
-          f"ITL p95 error p99 <= 1 ms: {'met' if median(p99['probe itl p95']) <= 1 else 'NOT met'}")  # fmt: skip
+    print(
+        f"targets: TTFT p99 <= 1 ms: {'met' if median(p99['probe ttft']) <= 1 else 'NOT met'}; "
+        f"ITL p95 error p99 <= 1 ms: {'met' if median(p99['probe itl p95']) <= 1 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from producers.probe import EventLoop, EventSink, run_async, run_workload_async
-from producers.publisher import KafkaPublisher, PublisherConfig
-from producers.timing import percentile
-from producers.workload import parse_workload
-from schemas import RequestTiming
+from tokenpulse.producers.probe import EventLoop, EventSink, run_async, run_workload_async
+from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig
+from tokenpulse.producers.timing import percentile
+from tokenpulse.producers.workload import parse_workload
+from tokenpulse.schemas import RequestTiming
 
 
 class ListSink:
@@ -45,18 +45,27 @@ def common_args(description: str, default_reps: int) -> argparse.ArgumentParser:
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop of both sides")
     kafka_help = "also publish every event through KafkaPublisher to TOKENPULSE_KAFKA_BOOTSTRAP"
     parser.add_argument("--kafka", action="store_true", help=kafka_help)
-    parser.add_argument("--switch-interval", type=float, default=None,
-                        help="sys.setswitchinterval while probing (default: leave CPython's 5 ms)")  # fmt: skip
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval while probing (default: leave CPython's 5 ms)",
+    )
     return parser
 
 
 def workload(base_url: str, requests: int, schedule: dict[str, Any], output_tokens: int, warmup: int = 4) -> Any:
-    return parse_workload({
-        "name": "bench", "requests": requests, "schedule": schedule, "warmup_requests": warmup,
-        "prompts": {"synthetic": {"count": 8, "input_tokens": 50, "output_tokens": output_tokens}},
-        "endpoints": [{"name": "sim", "kind": "openai", "base_url": base_url, "model": "sim"}],
-        "timeouts": {"connect_s": 5, "first_token_s": 30, "total_s": 60},
-    })  # fmt: skip
+    return parse_workload(
+        {
+            "name": "bench",
+            "requests": requests,
+            "schedule": schedule,
+            "warmup_requests": warmup,
+            "prompts": {"synthetic": {"count": 8, "input_tokens": 50, "output_tokens": output_tokens}},
+            "endpoints": [{"name": "sim", "kind": "openai", "base_url": base_url, "model": "sim"}],
+            "timeouts": {"connect_s": 5, "first_token_s": 30, "total_s": 60},
+        }
+    )
 
 
 @contextlib.contextmanager
@@ -87,8 +96,10 @@ def probe(w: Any, loop: EventLoop = "uvloop", publisher: KafkaPublisher | None =
 
 def quantiles(values: list[float]) -> str:
     ordered = sorted(values)
-    return (f"p50 {percentile(ordered, 50):.3f}  p95 {percentile(ordered, 95):.3f}  "
-            f"p99 {percentile(ordered, 99):.3f}  max {ordered[-1]:.3f}")  # fmt: skip
+    return (
+        f"p50 {percentile(ordered, 50):.3f}  p95 {percentile(ordered, 95):.3f}  "
+        f"p99 {percentile(ordered, 99):.3f}  max {ordered[-1]:.3f}"
+    )
 
 
 def pct(values: list[float], q: float) -> float:

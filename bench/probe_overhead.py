@@ -19,12 +19,17 @@ import httpx
 import orjson
 from probe_common import common_args, median, probe, workload
 
-from producers.probe import run_async
-from producers.simulator import LatencyProfile, SimulatorConfig, SimulatorProcess
+from tokenpulse.producers.probe import run_async
+from tokenpulse.producers.simulator import LatencyProfile, SimulatorConfig, SimulatorProcess
 
 TOKENS = 64
-BODY = {"model": "sim", "messages": [{"role": "user", "content": "x " * 50}], "max_tokens": TOKENS,
-        "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+BODY = {
+    "model": "sim",
+    "messages": [{"role": "user", "content": "x " * 50}],
+    "max_tokens": TOKENS,
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
 
 
 async def bare_lines(url: str, n: int) -> int:
@@ -82,12 +87,16 @@ def main() -> None:
     print(f"{n} requests x {TOKENS} tokens, sequential, event loop {args.loop}, {args.reps} repetitions (medians)")
     for side, values in cpu_s.items():
         m = median(values)
-        print(f"{side:<12}: {m / n * 1e3:.3f} ms CPU/request, {m / (n * TOKENS) * 1e6:.1f} us CPU/token"
-              f"  (runs: {', '.join(f'{v:.3f}' for v in values)} s)")  # fmt: skip
+        print(
+            f"{side:<12}: {m / n * 1e3:.3f} ms CPU/request, {m / (n * TOKENS) * 1e6:.1f} us CPU/token"
+            f"  (runs: {', '.join(f'{v:.3f}' for v in values)} s)"
+        )
     for base in ("bare timing", "bare lines"):
         ratios = [p / b for p, b in zip(cpu_s["probe"], cpu_s[base], strict=True)]
-        print(f"probe / {base} CPU ratio: median {median(ratios):.2f}x "
-              f"(per repetition: {', '.join(f'{r:.2f}' for r in ratios)}; target <= 1.2x)")  # fmt: skip
+        print(
+            f"probe / {base} CPU ratio: median {median(ratios):.2f}x "
+            f"(per repetition: {', '.join(f'{r:.2f}' for r in ratios)}; target <= 1.2x)"
+        )
 
 
 if __name__ == "__main__":

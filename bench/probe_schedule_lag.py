@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable
 import httpx
 from probe_common import common_args, kafka_publisher, median, pct, probe, workload
 
-from producers import scheduler
-from producers.probe import run_async
-from producers.scheduler import sleep_until
-from producers.simulator import LatencyProfile, SimulatorConfig, SimulatorProcess
+from tokenpulse.producers import scheduler
+from tokenpulse.producers.probe import run_async
+from tokenpulse.producers.scheduler import sleep_until
+from tokenpulse.producers.simulator import LatencyProfile, SimulatorConfig, SimulatorProcess
 
 RATE = 50.0
 SEED = 3
@@ -77,7 +77,7 @@ async def bare_httpx_lag(url: str, n: int) -> list[float]:
 def main() -> None:
     parser = common_args(__doc__ or "", default_reps=3)
     parser.add_argument("seconds", type=float, nargs="?", default=10.0)
-    parser.add_argument("--spin-us", type=int, default=None, help="producers.scheduler.SPIN_NS in microseconds")
+    parser.add_argument("--spin-us", type=int, default=None, help="the scheduler's SPIN_NS in microseconds")
     args = parser.parse_args()
     if args.spin_us is not None:
         scheduler.SPIN_NS = args.spin_us * 1000
@@ -110,8 +110,11 @@ def main() -> None:
             errors = sum(e.status == "error" for e in events)
             p50["probe"].append(pct(lags, 50))
             p99["probe"].append(pct(lags, 99))
-            print(f"rep {rep + 1}: probe {len(events)} requests, {errors} errors; lag p99 ms "
-                  + ", ".join(f"{side} {p99[side][-1]:.3f}" for side in sides), flush=True)  # fmt: skip
+            print(
+                f"rep {rep + 1}: probe {len(events)} requests, {errors} errors; lag p99 ms "
+                + ", ".join(f"{side} {p99[side][-1]:.3f}" for side in sides),
+                flush=True,
+            )
     switch = args.switch_interval or previous
     print(
         f"open loop {RATE:g} req/s for {args.seconds:g} s x {args.reps} repetitions, event loop {args.loop}, "

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from schemas import encode
-from sinks.lineprotocol import request_line
-from sinks.runner import SinkRunner
-from sinks.testing import BASE_NS, make_timing, produce, settings_for
+from tokenpulse.schemas import encode
+from tokenpulse.sinks.lineprotocol import request_line
+from tokenpulse.sinks.runner import SinkRunner
+from tokenpulse.sinks.testing import BASE_NS, make_timing, produce, settings_for
 from tokenpulse.testing.services import InfluxEndpoint, unique_name
 
 BATCH = 10_000
@@ -124,8 +124,12 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     env = os.environ
-    server = InfluxEndpoint(env["TOKENPULSE_INFLUX_URL"], env["TOKENPULSE_INFLUX_TOKEN"],
-                            env.get("TOKENPULSE_INFLUX_ORG", "tokenpulse"), "unused")  # fmt: skip
+    server = InfluxEndpoint(
+        env["TOKENPULSE_INFLUX_URL"],
+        env["TOKENPULSE_INFLUX_TOKEN"],
+        env.get("TOKENPULSE_INFLUX_ORG", "tokenpulse"),
+        "unused",
+    )
     bootstrap = env["TOKENPULSE_KAFKA_BOOTSTRAP"]
     events = [make_timing(started_at=BASE_NS + i * 1000, provider=f"p{i % 4}", ttft_ms=100 + i % 97) for i in range(n)]
     lines = [request_line(e) for e in events]
@@ -144,13 +148,19 @@ def main() -> None:
         sink = sink_run(server, bootstrap, values, influxd)
         ratios.append(sink.rate / direct.rate)
         sink_rates.append(sink.rate)
-        print(f"round {round_no}: direct influxdb-client ({BATCH:,}-line batches): {direct.rate:,.0f} points/s "
-              f"{_cores(direct)}")  # fmt: skip
-        print(f"round {round_no}: sink (Kafka getmany -> validate -> line protocol -> write -> commit): "
-              f"{sink.rate:,.0f} points/s {_cores(sink)}")  # fmt: skip
+        print(
+            f"round {round_no}: direct influxdb-client ({BATCH:,}-line batches): {direct.rate:,.0f} points/s "
+            f"{_cores(direct)}"
+        )
+        print(
+            f"round {round_no}: sink (Kafka getmany -> validate -> line protocol -> write -> commit): "
+            f"{sink.rate:,.0f} points/s {_cores(sink)}"
+        )
         print(f"round {round_no}: ratio sink/direct: {ratios[-1]:.2f}")
-    print(f"median sink rate: {statistics.median(sink_rates):,.0f} points/s; "
-          f"median ratio sink/direct: {statistics.median(ratios):.2f}")  # fmt: skip
+    print(
+        f"median sink rate: {statistics.median(sink_rates):,.0f} points/s; "
+        f"median ratio sink/direct: {statistics.median(ratios):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from streams.sketch import QuantileSketch
+from tokenpulse.streams.sketch import QuantileSketch
 
 
 def relative_error(estimate: float, values: np.ndarray, q: float) -> float:

@@ -13,8 +13,8 @@ import argparse
 import gc
 import tracemalloc
 
-from streams.engine import PartitionWindows, WindowConfig
-from streams.testing import DEFAULT_START_NS, TimingFactory, default_keys
+from tokenpulse.streams.engine import PartitionWindows, WindowConfig
+from tokenpulse.streams.testing import DEFAULT_START_NS, TimingFactory, default_keys
 
 S = 1_000_000_000
 

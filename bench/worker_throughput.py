@@ -35,7 +35,7 @@ def child(args: argparse.Namespace) -> None:
     """Run one faust app (count-only agent or our worker) until it has consumed ``--events`` events."""
     import faust
 
-    from streams.app import WorkerConfig, build_worker, faust_settings, tune_runtime
+    from tokenpulse.streams.app import WorkerConfig, build_worker, faust_settings, tune_runtime
 
     tune_runtime()  # the same for both agents: uvloop and the GC threshold
     from tokenpulse.config import load_settings
@@ -103,15 +103,20 @@ async def raw_ceiling(bootstrap: str, topic: str, events: int, partitions: int) 
     """aiokafka getmany + the same decode and PartitionWindows aggregation, no faust."""
     from aiokafka import AIOKafkaConsumer
 
-    from schemas import RequestTiming, SchemaError, decode
-    from streams.engine import PartitionWindows, WindowConfig
+    from tokenpulse.schemas import RequestTiming, SchemaError, decode
+    from tokenpulse.streams.engine import PartitionWindows, WindowConfig
 
     config = WindowConfig.parse(["1m", "5m/1m"], "10s")
     states = {p: PartitionWindows(p, config) for p in range(partitions)}
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
-        fetch_max_bytes=16 * 1024 * 1024, max_partition_fetch_bytes=4 * 1024 * 1024,
-    )  # fmt: skip
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     await consumer.start()
     seen = 0
     first = 0.0
@@ -133,8 +138,21 @@ async def raw_ceiling(bootstrap: str, topic: str, events: int, partitions: int) 
 
 
 def run_child(mode: str, group: str, env: dict[str, str], args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    argv = [sys.executable, __file__, "--child", "--mode", mode, "--group", group, "--events", str(args.events),
-            "--partitions", str(args.partitions), "--data-dir", str(data_dir)]  # fmt: skip
+    argv = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--mode",
+        mode,
+        "--group",
+        group,
+        "--events",
+        str(args.events),
+        "--partitions",
+        str(args.partitions),
+        "--data-dir",
+        str(data_dir),
+    ]
     if args.profile:
         argv.append("--profile")
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
@@ -175,7 +193,7 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
     """
     from kafka import KafkaConsumer
 
-    from streams.cli import worker_argv
+    from tokenpulse.streams.cli import worker_argv
 
     topic = f"{env['TOKENPULSE_TOPIC_PREFIX']}.request-timings"
     probe = KafkaConsumer(bootstrap_servers=env["TOKENPULSE_KAFKA_BOOTSTRAP"], group_id=group, enable_auto_commit=False)
@@ -184,16 +202,19 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
     end = sum(backlog.values())
     if workers > 1:
         bound = _best_speed_up(list(backlog.values()), workers)
-        print(f"  backlog per partition {dict(sorted(backlog.items()))}: "
-              f"an even split of the partitions allows at most x{bound:.2f}")  # fmt: skip
+        print(
+            f"  backlog per partition {dict(sorted(backlog.items()))}: "
+            f"an even split of the partitions allows at most x{bound:.2f}"
+        )
     argv = worker_argv(partitions=args.partitions, extra=("--app-id", group, "--log-level", "info"))
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = [(data_dir / f"w{i}.log").open("wb") for i in range(workers)]  # rebalances and restores, for reading
     procs = [
-        subprocess.Popen(argv, env=dict(env, TOKENPULSE_DATA_DIR=str(data_dir / f"w{i}")),
-                         stdout=log, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            argv, env=dict(env, TOKENPULSE_DATA_DIR=str(data_dir / f"w{i}")), stdout=log, stderr=subprocess.STDOUT
+        )
         for i, log in enumerate(logs)
-    ]  # fmt: skip
+    ]
     marks: list[str] = []
     started = None
     cpu_start: tuple[list[int], tuple[int, int]] = ([], (0, 0))
@@ -216,9 +237,11 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
                 busy, total = _machine_ticks()
                 cores = os.cpu_count() or 1
                 machine = (busy - cpu_start[1][0]) / max(total - cpu_start[1][1], 1) * cores
-                print(f"  {workers} worker(s): CPU per worker {', '.join(f'{c:.2f}' for c in per_worker)} cores, "
-                      f"machine busy {machine:.2f} of {cores} cores over the drain; committed {', '.join(marks)}, "
-                      f"100% at {elapsed:.1f} s; logs {data_dir}/w*.log")  # fmt: skip
+                print(
+                    f"  {workers} worker(s): CPU per worker {', '.join(f'{c:.2f}' for c in per_worker)} cores, "
+                    f"machine busy {machine:.2f} of {cores} cores over the drain; committed {', '.join(marks)}, "
+                    f"100% at {elapsed:.1f} s; logs {data_dir}/w*.log"
+                )
                 return float(elapsed * end / max(end - started[1], 1))
             time.sleep(0.1)
         raise SystemExit(f"{workers} worker(s) did not drain the backlog")
@@ -242,8 +265,10 @@ def _print_assignment(data_dir: Path, workers: int, backlog: dict[int, int]) -> 
         owned = sorted({int(m) for m in re.findall(r"partition (\d+): restored", text)})
         shares.append((owned, sum(backlog.get(p, 0) for p in owned)))
     busiest = max(load for _, load in shares) or 1
-    print(f"  partitions per worker {[owned for owned, _ in shares]}: this split allows at most "
-          f"x{sum(backlog.values()) / busiest:.2f}")  # fmt: skip
+    print(
+        f"  partitions per worker {[owned for owned, _ in shares]}: this split allows at most "
+        f"x{sum(backlog.values()) / busiest:.2f}"
+    )
 
 
 def _best_speed_up(loads: list[int], workers: int) -> float:
@@ -285,7 +310,14 @@ def main() -> None:
         child(args)
         return
 
-    from streams.testing import TimingFactory, balanced_keys, create_topics, default_keys, produce, timing_records
+    from tokenpulse.streams.testing import (
+        TimingFactory,
+        balanced_keys,
+        create_topics,
+        default_keys,
+        produce,
+        timing_records,
+    )
 
     bootstrap = os.environ.get("TOKENPULSE_KAFKA_BOOTSTRAP")
     if not bootstrap:
@@ -298,8 +330,10 @@ def main() -> None:
     size = sum(len(v) for _, v in records) / len(records)
     t = time.perf_counter()
     produce(bootstrap, topic, records)
-    print(f"produced {len(records)} events of {size:.0f} bytes avg, {args.keys} keys, "
-          f"{args.partitions} partitions in {time.perf_counter() - t:.1f} s")  # fmt: skip
+    print(
+        f"produced {len(records)} events of {size:.0f} bytes avg, {args.keys} keys, "
+        f"{args.partitions} partitions in {time.perf_counter() - t:.1f} s"
+    )
     data_dir = Path(f"/tmp/{prefix}")
     env = dict(os.environ, TOKENPULSE_TOPIC_PREFIX=prefix, TOKENPULSE_DATA_DIR=str(data_dir))
 

@@ -14,14 +14,14 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 
-from producers.errors import WorkloadError
-from producers.workload import describe_validation_error, load_prompts, load_workload
 from tokenpulse.errors import TokenpulseError
 from tokenpulse.metrics import DEFAULT_METRICS_HOST, MetricsEndpoint, MetricsHostOpt, MetricsPortOpt
+from tokenpulse.producers.errors import WorkloadError
+from tokenpulse.producers.workload import describe_validation_error, load_prompts, load_workload
 
 
 def load_simulator_config(path: Path | None) -> object:
-    from producers.simulator import SimulatorConfig, default_config
+    from tokenpulse.producers.simulator import SimulatorConfig, default_config
 
     if path is None:
         return default_config()
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         Each endpoint NAME is served at http://HOST:PORT/NAME/v1 (use it as an openai base_url); ground
         truth of every request is at /_sim/ground-truth. A test and demo tool, not a provider.
         """
-        from producers.simulator import SimulatorConfig, serve_forever
+        from tokenpulse.producers.simulator import SimulatorConfig, serve_forever
 
         sim_config = load_simulator_config(config)
         assert isinstance(sim_config, SimulatorConfig)
@@ -81,10 +81,10 @@ def register(app: typer.Typer) -> None:
         metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
     ) -> None:
         """Run a workload against its endpoints and publish one event per request to Kafka."""
-        from producers.probe import new_summary, publisher_for, run_workload
-        from producers.report import summary_table
         from tokenpulse.config import load_settings
         from tokenpulse.metrics import ProbeCollector, PublisherCollector, serve_metrics
+        from tokenpulse.producers.probe import new_summary, publisher_for, run_workload
+        from tokenpulse.producers.report import summary_table
 
         console = Console()
         workload = load_workload(workload_file)
@@ -106,10 +106,15 @@ def register(app: typer.Typer) -> None:
             raise
         try:
             if live:
-                with Live(get_renderable=lambda: summary_table(summary, "live"), console=console,
-                          refresh_per_second=4, transient=True):  # fmt: skip
-                    result = run_workload(workload, settings, summary=summary, publisher=publisher,
-                                          drain_timeout_s=drain_timeout)  # fmt: skip
+                with Live(
+                    get_renderable=lambda: summary_table(summary, "live"),
+                    console=console,
+                    refresh_per_second=4,
+                    transient=True,
+                ):
+                    result = run_workload(
+                        workload, settings, summary=summary, publisher=publisher, drain_timeout_s=drain_timeout
+                    )
             else:
                 result = run_workload(
                     workload, settings, summary=summary, publisher=publisher, drain_timeout_s=drain_timeout

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 
 import httpx
 
-from schemas import ErrorKind
 from tokenpulse.errors import TokenpulseError
+from tokenpulse.schemas import ErrorKind
 
 
 class WorkloadError(TokenpulseError):
@@ -36,8 +36,9 @@ class ProbeFailure(Exception):
 
     def redacted(self, secrets: Iterable[str]) -> ProbeFailure:
         """A copy whose detail has every secret replaced by ``***``."""
-        return ProbeFailure(self.kind, redact(self.detail, secrets), http_status=self.http_status,
-                            retry_after_s=self.retry_after_s)  # fmt: skip
+        return ProbeFailure(
+            self.kind, redact(self.detail, secrets), http_status=self.http_status, retry_after_s=self.retry_after_s
+        )
 
 
 def kind_for_status(status: int) -> ErrorKind:

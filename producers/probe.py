@@ -26,18 +26,18 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from producers.adapters.base import ProviderAdapter
-from producers.adapters.cerebras import CerebrasAdapter
-from producers.adapters.openai import OpenAIAdapter
-from producers.adapters.wire import SocketReads
-from producers.errors import ProbeFailure, WorkloadError
-from producers.publisher import KafkaPublisher, PublisherConfig, PublishStats
-from producers.scheduler import RetryAfterGate, Slot, StopCondition, run_closed_loop, run_open_loop
-from producers.stream import ChatRequest, StreamRecorder
-from producers.timing import Prices, compute_metrics_columns, percentile
-from producers.workload import ClosedSchedule, Endpoint, Prompt, Workload, load_prompts
-from schemas import RequestTiming
 from tokenpulse.config import Settings
+from tokenpulse.producers.adapters.base import ProviderAdapter
+from tokenpulse.producers.adapters.cerebras import CerebrasAdapter
+from tokenpulse.producers.adapters.openai import OpenAIAdapter
+from tokenpulse.producers.adapters.wire import SocketReads
+from tokenpulse.producers.errors import ProbeFailure, WorkloadError
+from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig, PublishStats
+from tokenpulse.producers.scheduler import RetryAfterGate, Slot, StopCondition, run_closed_loop, run_open_loop
+from tokenpulse.producers.stream import ChatRequest, StreamRecorder
+from tokenpulse.producers.timing import Prices, compute_metrics_columns, percentile
+from tokenpulse.producers.workload import ClosedSchedule, Endpoint, Prompt, Workload, load_prompts
+from tokenpulse.schemas import RequestTiming
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,9 @@ class EndpointProbe:
         if isinstance(schedule, ClosedSchedule):
             await run_closed_loop(schedule.concurrency, stop, self.gate, self.execute)
         else:
-            await run_open_loop(schedule.rate_per_s, stop, self.gate, self.execute, rng=rng,
-                                clock=self.clocks.monotonic_ns)  # fmt: skip
+            await run_open_loop(
+                schedule.rate_per_s, stop, self.gate, self.execute, rng=rng, clock=self.clocks.monotonic_ns
+            )
 
     async def execute(self, slot: Slot) -> None:
         prompt = self.prompts[slot.index % len(self.prompts)]
@@ -253,8 +254,15 @@ class EndpointProbe:
         now = self.clocks.monotonic_ns()
         sent_ns = recorder.sent_ns if recorder.sent_ns is not None else now
         end_ns = recorder.finished_ns if recorder.finished_ns is not None and failure is None else now
-        metrics = compute_metrics_columns(sent_ns, end_ns, recorder.times_ns, recorder.deltas, recorder.usage,
-                                          prompt_text=prompt.text, prices=self.prices)  # fmt: skip
+        metrics = compute_metrics_columns(
+            sent_ns,
+            end_ns,
+            recorder.times_ns,
+            recorder.deltas,
+            recorder.usage,
+            prompt_text=prompt.text,
+            prices=self.prices,
+        )
         return RequestTiming(
             event_id=event_id,
             probe_id=self.probe_id,
@@ -366,8 +374,9 @@ def new_summary(workload: Workload) -> ProbeSummary:
 def publisher_for(settings: Settings, workload: Workload, **overrides: object) -> KafkaPublisher:
     """A publisher to ``settings.topics.request_timings`` with a spool under ``settings.data_dir``."""
     spool = Path(settings.data_dir) / "spool" / f"{default_probe_id(workload)}.jsonl"
-    config = PublisherConfig(bootstrap=settings.kafka_bootstrap, topic=settings.topics.request_timings,
-                             spool_path=spool)  # fmt: skip
+    config = PublisherConfig(
+        bootstrap=settings.kafka_bootstrap, topic=settings.topics.request_timings, spool_path=spool
+    )
     if overrides:
         config = PublisherConfig(**{**{k: getattr(config, k) for k in PublisherConfig.__slots__}, **overrides})  # type: ignore[arg-type]
     return KafkaPublisher(config)
@@ -399,8 +408,9 @@ def run_workload(
     if switch_interval_s is not None:
         sys.setswitchinterval(switch_interval_s)
     try:
-        result = run_async(run_workload_async(workload, publisher, api_keys=api_keys, on_event=on_event,
-                                              summary=summary), event_loop)  # fmt: skip
+        result = run_async(
+            run_workload_async(workload, publisher, api_keys=api_keys, on_event=on_event, summary=summary), event_loop
+        )
         publisher.drain(drain_timeout_s)
     finally:
         stats = publisher.close()

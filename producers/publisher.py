@@ -21,8 +21,8 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
-from producers.spool import Spool, SpooledRecord
-from schemas import RequestTiming, encode
+from tokenpulse.producers.spool import Spool, SpooledRecord
+from tokenpulse.schemas import RequestTiming, encode
 from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS, ensure_topic
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,12 @@ class KafkaPublisher:
         try:
             self._producer = self._factory(self.config)
         except Exception as exc:
-            log.warning("Kafka at %s unreachable (%s); events go to the spool %s", self.config.bootstrap,
-                        type(exc).__name__, self.spool.path)  # fmt: skip
+            log.warning(
+                "Kafka at %s unreachable (%s); events go to the spool %s",
+                self.config.bootstrap,
+                type(exc).__name__,
+                self.spool.path,
+            )
 
     def _send_or_spool(self, key: bytes, value: bytes) -> None:
         if self._producer is None or self.spool.has_pending():

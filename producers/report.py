@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from producers.adapters.wire import SocketReads
-from producers.probe import ProbeSummary
+from tokenpulse.producers.adapters.wire import SocketReads
+from tokenpulse.producers.probe import ProbeSummary
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -24,8 +24,18 @@ def summary_table(summary: ProbeSummary, title: str | None = None) -> Table:
     """One row per endpoint: requests, errors, p50/p95 TTFT, p50 decode tokens/s, schedule lag, the share
     of socket reads timed by the kernel, cost."""
     table = Table(title=title or f"workload {summary.workload} (probe {summary.probe_id})")
-    for column in ("endpoint", "requests", "errors", "ttft p50 ms", "ttft p95 ms", "tok/s p50", "lag p99 ms",
-                   "kernel stamps", "cost usd", "error kinds"):  # fmt: skip
+    for column in (
+        "endpoint",
+        "requests",
+        "errors",
+        "ttft p50 ms",
+        "ttft p95 ms",
+        "tok/s p50",
+        "lag p99 ms",
+        "kernel stamps",
+        "cost usd",
+        "error kinds",
+    ):
         table.add_column(column, justify="left" if column in ("endpoint", "error kinds") else "right")
     for name, ep in summary.endpoints.items():
         kinds = ", ".join(f"{kind}={count}" for kind, count in sorted(ep.error_kinds.items()))

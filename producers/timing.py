@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from producers.stream import StreamChunk, Usage
+from tokenpulse.producers.stream import StreamChunk, Usage
 
 NS_PER_MS = 1_000_000
 CHARS_PER_TOKEN = 4.0
@@ -85,8 +85,15 @@ def compute_metrics(
     prices: Prices,
 ) -> RequestMetrics:
     """Metrics of one request from its send time, end time and received chunks (in arrival order)."""
-    return compute_metrics_columns(sent_ns, end_ns, [c.t_ns for c in chunks], [c.delta for c in chunks],
-                                   last_usage(chunks), prompt_text=prompt_text, prices=prices)  # fmt: skip
+    return compute_metrics_columns(
+        sent_ns,
+        end_ns,
+        [c.t_ns for c in chunks],
+        [c.delta for c in chunks],
+        last_usage(chunks),
+        prompt_text=prompt_text,
+        prices=prices,
+    )
 
 
 def compute_metrics_columns(

@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from producers.errors import WorkloadError
-from producers.timing import Prices
+from tokenpulse.producers.errors import WorkloadError
+from tokenpulse.producers.timing import Prices
 from tokenpulse.yamlfile import read_yaml_mapping
 
 _FIXES: dict[str, str] = {

@@ -1,7 +1,7 @@
 """Pydantic models of every event that crosses a tokenpulse topic. Imports nothing else of ours."""
 
-from schemas.codec import SchemaError, decode, encode
-from schemas.events import (
+from tokenpulse.schemas.codec import SchemaError, decode, encode
+from tokenpulse.schemas.events import (
     SCHEMA_VERSION,
     Alert,
     AlertState,
@@ -12,7 +12,7 @@ from schemas.events import (
     Status,
     WindowStats,
 )
-from schemas.timestamps import UtcNanos, datetime_to_ns, format_rfc3339_ns, ns_to_datetime, parse_rfc3339_ns
+from tokenpulse.schemas.timestamps import UtcNanos, datetime_to_ns, format_rfc3339_ns, ns_to_datetime, parse_rfc3339_ns
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -7,7 +7,7 @@ from typing import TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from schemas.events import SCHEMA_VERSION
+from tokenpulse.schemas.events import SCHEMA_VERSION
 
 EventT = TypeVar("EventT", bound=BaseModel)
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.timestamps import UtcNanos
+from tokenpulse.schemas.timestamps import UtcNanos
 
 SCHEMA_VERSION: Literal[1] = 1
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.events import Alert, RequestTiming, WindowStats
+from tokenpulse.schemas.events import Alert, RequestTiming, WindowStats
 
 MODELS: dict[str, type[BaseModel]] = {"request-timing": RequestTiming, "window-stats": WindowStats, "alert": Alert}
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from schemas import datetime_to_ns, ns_to_datetime
-from sinks.flux import render
-from streams.rules import BaselineSample, RuleEngine
+from tokenpulse.schemas import datetime_to_ns, ns_to_datetime
+from tokenpulse.sinks.flux import render
+from tokenpulse.sinks.rules import BaselineSample, RuleEngine
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,16 @@ def read_baseline_samples(query_api: Any, bucket: str, start_ns: int, stop_ns: i
                 if name not in _NOT_METRICS and isinstance(value, int | float) and not isinstance(value, bool)
             }
             samples.append(
-                BaselineSample(values["provider"], values["model"], values["workload"], values["window"],
-                               window_end, int(metrics.get("count", 0)), metrics)
-            )  # fmt: skip
+                BaselineSample(
+                    values["provider"],
+                    values["model"],
+                    values["workload"],
+                    values["window"],
+                    window_end,
+                    int(metrics.get("count", 0)),
+                    metrics,
+                )
+            )
     return samples
 
 

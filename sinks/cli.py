@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sinks.notifiers import AlertmanagerNotifier, Notifier, SlackNotifier, WebhookNotifier
 from tokenpulse.config import load_settings
 from tokenpulse.metrics import DEFAULT_METRICS_HOST, MetricsEndpoint, MetricsHostOpt, MetricsPortOpt
+from tokenpulse.sinks.notifiers import AlertmanagerNotifier, Notifier, SlackNotifier, WebhookNotifier
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="tokenpulse YAML config file")]
 
@@ -48,8 +48,8 @@ def register(app: typer.Typer) -> None:
         metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
     ) -> None:
         """Run the InfluxDB sinks (llm_request, llm_window, llm_alert) and alerting until Ctrl-C."""
-        from sinks.runner import run_sinks
-        from streams.rules import load_rules
+        from tokenpulse.sinks.rules import load_rules
+        from tokenpulse.sinks.runner import run_sinks
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings = load_settings(config)
@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         """p50/p95 TTFT, e2e and TPOT per provider/model per day, error rate, tokens/s and cost."""
         from influxdb_client.client.influxdb_client import InfluxDBClient
 
-        from sinks.trends import plot_report, query_trends, report_csv, report_json
+        from tokenpulse.sinks.trends import plot_report, query_trends, report_csv, report_json
 
         settings = load_settings(config)
         token = settings.influx_token.get_secret_value()
@@ -94,27 +94,65 @@ def register(app: typer.Typer) -> None:
             print(report_json(report))
         else:
             daily = Table(title=f"daily trends, last {since}")
-            for col in ("day", "provider/model", "requests", "err %", "TTFT p50", "TTFT p95", "e2e p50", "e2e p95",
-                        "TPOT p95", "tok/s", "$/1k tok"):  # fmt: skip
+            for col in (
+                "day",
+                "provider/model",
+                "requests",
+                "err %",
+                "TTFT p50",
+                "TTFT p95",
+                "e2e p50",
+                "e2e p95",
+                "TPOT p95",
+                "tok/s",
+                "$/1k tok",
+            ):
                 daily.add_column(col, justify="right" if col not in ("day", "provider/model") else "left")
             for r in report.rows:
                 daily.add_row(
-                    str(r.day), f"{r.provider}/{r.model}", str(r.requests), _fmt(r.error_rate * 100),
-                    _fmt(r.ttft_p50_ms), _fmt(r.ttft_p95_ms), _fmt(r.e2e_p50_ms), _fmt(r.e2e_p95_ms),
-                    _fmt(r.tpot_p95_ms, 2), _fmt(r.tokens_per_s), _fmt(r.cost_per_1k_tokens, 5),
-                )  # fmt: skip
+                    str(r.day),
+                    f"{r.provider}/{r.model}",
+                    str(r.requests),
+                    _fmt(r.error_rate * 100),
+                    _fmt(r.ttft_p50_ms),
+                    _fmt(r.ttft_p95_ms),
+                    _fmt(r.e2e_p50_ms),
+                    _fmt(r.e2e_p95_ms),
+                    _fmt(r.tpot_p95_ms, 2),
+                    _fmt(r.tokens_per_s),
+                    _fmt(r.cost_per_1k_tokens, 5),
+                )
             out.print(daily)
             scope = f"workload {workload}" if workload else "all workloads"
             compare = Table(title=f"provider comparison ({scope}, last {since})")
-            for col in ("provider/model", "requests", "err %", "TTFT p50", "TTFT p95", "e2e p95", "TPOT p95",
-                        "tok/s", "$/1k tok", "cost", "30-day projection"):  # fmt: skip
+            for col in (
+                "provider/model",
+                "requests",
+                "err %",
+                "TTFT p50",
+                "TTFT p95",
+                "e2e p95",
+                "TPOT p95",
+                "tok/s",
+                "$/1k tok",
+                "cost",
+                "30-day projection",
+            ):
                 compare.add_column(col, justify="left" if col == "provider/model" else "right")
             for c in report.comparison:
                 compare.add_row(
-                    f"{c.provider}/{c.model}", str(c.requests), _fmt(c.error_rate * 100), _fmt(c.ttft_p50_ms),
-                    _fmt(c.ttft_p95_ms), _fmt(c.e2e_p95_ms), _fmt(c.tpot_p95_ms, 2), _fmt(c.tokens_per_s),
-                    _fmt(c.cost_per_1k_tokens, 5), f"${c.cost_usd:.2f}", f"${c.projected_30d_cost_usd:.2f}",
-                )  # fmt: skip
+                    f"{c.provider}/{c.model}",
+                    str(c.requests),
+                    _fmt(c.error_rate * 100),
+                    _fmt(c.ttft_p50_ms),
+                    _fmt(c.ttft_p95_ms),
+                    _fmt(c.e2e_p95_ms),
+                    _fmt(c.tpot_p95_ms, 2),
+                    _fmt(c.tokens_per_s),
+                    _fmt(c.cost_per_1k_tokens, 5),
+                    f"${c.cost_usd:.2f}",
+                    f"${c.projected_30d_cost_usd:.2f}",
+                )
             out.print(compare)
         if plot is not None:
             plot_report(report, plot)
@@ -130,15 +168,19 @@ def register(app: typer.Typer) -> None:
         """Create the long-retention rollup bucket and the hourly llm_window downsampling task."""
         from influxdb_client.client.influxdb_client import InfluxDBClient
 
-        from sinks.influx_admin import init_influx
+        from tokenpulse.sinks.influx_admin import init_influx
 
         settings = load_settings(config)
         token = settings.influx_token.get_secret_value()
         with InfluxDBClient(url=settings.influx_url, token=token, org=settings.influx_org) as client:
             result = init_influx(
-                client, settings.influx_org, settings.influx_bucket, rollup_bucket=rollup_bucket,
-                retention=retention, rollup_retention=rollup_retention,
-            )  # fmt: skip
+                client,
+                settings.influx_org,
+                settings.influx_bucket,
+                rollup_bucket=rollup_bucket,
+                retention=retention,
+                rollup_retention=rollup_retention,
+            )
         Console().print(
             f"bucket {result.bucket}: retention {result.bucket_retention_s or 'infinite'}s; "
             f"rollup bucket {result.rollup_bucket}: retention {result.rollup_retention_s or 'infinite'}s; "

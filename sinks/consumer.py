@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel
 
-from schemas import SchemaError, decode
-from sinks.writer import InfluxWriter, WriteAborted, WriteResult
+from tokenpulse.schemas import SchemaError, decode
+from tokenpulse.sinks.writer import InfluxWriter, WriteAborted, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,8 @@ class KafkaInfluxSink:
                 line = codec(record.value)
             except (SchemaError, ValueError) as exc:
                 prepared.dead_letters.append(
-                    DeadLetter(record.key, record.value, f"invalid event: {exc}", tp.topic, tp.partition,
-                               record.offset)
-                )  # fmt: skip
+                    DeadLetter(record.key, record.value, f"invalid event: {exc}", tp.topic, tp.partition, record.offset)
+                )
             else:
                 add_line(line)
                 add_source(record)
@@ -227,9 +226,16 @@ class KafkaInfluxSink:
         for rejected in result.rejected:
             record = prepared.sources[rejected.index]
             dead.append(
-                DeadLetter(record.key, record.value, f"InfluxDB rejected the point: {rejected.error}", record.topic,
-                           record.partition, record.offset, rejected.line)
-            )  # fmt: skip
+                DeadLetter(
+                    record.key,
+                    record.value,
+                    f"InfluxDB rejected the point: {rejected.error}",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    rejected.line,
+                )
+            )
         if dead:
             await self._dead_letter(dead)
         try:
@@ -247,8 +253,13 @@ class KafkaInfluxSink:
         for letter in dead:
             log.error(
                 "sink %s dead-lettered %s[%d]@%d to %s: %s",
-                self.name, letter.source_topic, letter.partition, letter.offset, self.dlq_topic, letter.error,
-            )  # fmt: skip
+                self.name,
+                letter.source_topic,
+                letter.partition,
+                letter.offset,
+                self.dlq_topic,
+                letter.error,
+            )
         futures = [
             await self.producer.send(self.dlq_topic, value=d.value, key=d.key, headers=d.headers()) for d in dead
         ]

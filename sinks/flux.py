@@ -14,7 +14,7 @@ FluxValue = str | int | float | bool | datetime
 
 def load_query(name: str) -> str:
     """The text of ``sinks/queries/<name>.flux``."""
-    return resources.files("sinks").joinpath("queries", f"{name}.flux").read_text()
+    return resources.files("tokenpulse.sinks").joinpath("queries", f"{name}.flux").read_text()
 
 
 def flux_literal(value: FluxValue) -> str:

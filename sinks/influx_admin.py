@@ -12,9 +12,9 @@ from typing import Any
 from influxdb_client.domain.bucket_retention_rules import BucketRetentionRules
 from influxdb_client.domain.task_create_request import TaskCreateRequest
 
-from sinks.flux import flux_literal, render
-from streams.rules import parse_duration_ns
 from tokenpulse.errors import TokenpulseError
+from tokenpulse.sinks.flux import flux_literal, render
+from tokenpulse.sinks.rules import parse_duration_ns
 
 TASK_PREFIX = "tokenpulse-downsample-llm-window"
 
@@ -59,9 +59,14 @@ def _retention_s(text: str) -> int:
 
 
 def init_influx(
-    client: Any, org: str, bucket: str, *, rollup_bucket: str | None = None, retention: str = "35d",
+    client: Any,
+    org: str,
+    bucket: str,
+    *,
+    rollup_bucket: str | None = None,
+    retention: str = "35d",
     rollup_retention: str = "400d",
-) -> InitResult:  # fmt: skip
+) -> InitResult:
     """Set ``bucket``'s retention, create/update the rollup bucket and the hourly downsampling task."""
     orgs = client.organizations_api().find_organizations(org=org)
     if not orgs:

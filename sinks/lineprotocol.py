@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from schemas import Alert, RequestTiming, WindowStats
+from tokenpulse.schemas import Alert, RequestTiming, WindowStats
 
 MEASUREMENT_REQUEST = "llm_request"
 MEASUREMENT_WINDOW = "llm_window"
@@ -108,8 +108,14 @@ def _request_head(event: RequestTiming) -> str:
     key = (event.provider, event.model, event.workload, event.region, event.status, event.error_kind)
     head = _REQUEST_HEADS.get(key)
     if head is None:
-        tags = {"provider": key[0], "model": key[1], "workload": key[2], "region": key[3], "status": key[4],
-                "error_kind": key[5]}  # fmt: skip
+        tags = {
+            "provider": key[0],
+            "model": key[1],
+            "workload": key[2],
+            "region": key[3],
+            "status": key[4],
+            "error_kind": key[5],
+        }
         head = MEASUREMENT_REQUEST + "".join(
             f",{escape_key(name)}={escape_key(value)}" for name, value in sorted(tags.items()) if value
         )

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from schemas import Alert, format_rfc3339_ns
-from sinks.retry import Backoff, parse_retry_after
+from tokenpulse.schemas import Alert, format_rfc3339_ns
+from tokenpulse.sinks.retry import Backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,11 @@ class NotificationDispatcher:
                     stats.failed_attempts += 1
                     log.error(
                         "notifier %s refused alert %s: %s %s",
-                        notifier.name, alert.alert_id, problem, response.text[:500],
-                    )  # fmt: skip
+                        notifier.name,
+                        alert.alert_id,
+                        problem,
+                        response.text[:500],
+                    )
                     return
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}"
@@ -236,8 +239,13 @@ class NotificationDispatcher:
             delay = retry_after if retry_after is not None else self._backoff.delay_s(attempt)
             log.warning(
                 "notifier %s failed for alert %s (%s); attempt %d/%d, next in %.1fs",
-                notifier.name, alert.alert_id, problem, attempt + 1, self._max_attempts, delay,
-            )  # fmt: skip
+                notifier.name,
+                alert.alert_id,
+                problem,
+                attempt + 1,
+                self._max_attempts,
+                delay,
+            )
             if attempt + 1 < self._max_attempts:
                 await asyncio.sleep(delay)
         stats.dropped += 1

@@ -19,16 +19,16 @@ from aiokafka import AIOKafkaProducer
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
-from schemas import Alert, RequestTiming, WindowStats
-from sinks.baseline import seed_from_influx
-from sinks.consumer import EventLineCodec, KafkaInfluxSink
-from sinks.lineprotocol import alert_line, request_line, window_line
-from sinks.notifiers import NotificationDispatcher, Notifier
-from sinks.writer import InfluxWriter
-from streams.alerting import AlertEngine
-from streams.rules import RuleEngine, RuleSet
 from tokenpulse.config import Settings
 from tokenpulse.metrics import MetricsEndpoint, serve_metrics, sink_runner_collectors
+from tokenpulse.schemas import Alert, RequestTiming, WindowStats
+from tokenpulse.sinks.alerting import AlertEngine
+from tokenpulse.sinks.baseline import seed_from_influx
+from tokenpulse.sinks.consumer import EventLineCodec, KafkaInfluxSink
+from tokenpulse.sinks.lineprotocol import alert_line, request_line, window_line
+from tokenpulse.sinks.notifiers import NotificationDispatcher, Notifier
+from tokenpulse.sinks.rules import RuleEngine, RuleSet
+from tokenpulse.sinks.writer import InfluxWriter
 from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,16 @@ class SinkRunner:
                 writer = InfluxWriter(s.influx_url, s.influx_token, s.influx_org, s.influx_bucket)
                 writers.append(writer)
                 sink = KafkaInfluxSink(
-                    name=name, bootstrap=s.kafka_bootstrap, topic=topic, group_id=self._group(f"sink.{name}"),
-                    codec=codec, writer=writer, dlq_topic=topics.sink_dlq, producer=producer,
+                    name=name,
+                    bootstrap=s.kafka_bootstrap,
+                    topic=topic,
+                    group_id=self._group(f"sink.{name}"),
+                    codec=codec,
+                    writer=writer,
+                    dlq_topic=topics.sink_dlq,
+                    producer=producer,
                     max_records=self.max_records,
-                )  # fmt: skip
+                )
                 self.kafka_sinks.append(sink)
             if self.rules is not None:
                 self.dispatcher = NotificationDispatcher(list(self.notifiers))
@@ -97,10 +103,15 @@ class SinkRunner:
                 if self.seed_baselines:
                     self.baseline_values_seeded = await asyncio.to_thread(self._seed, rule_engine)
                 self.alert_engine = AlertEngine(
-                    rules=rule_engine, bootstrap=s.kafka_bootstrap, window_topic=topics.window_stats,
-                    alerts_topic=topics.alerts, dlq_topic=topics.sink_dlq, group_id=self._group("alerting"),
-                    producer=producer, on_alert=self.dispatcher.submit,
-                )  # fmt: skip
+                    rules=rule_engine,
+                    bootstrap=s.kafka_bootstrap,
+                    window_topic=topics.window_stats,
+                    alerts_topic=topics.alerts,
+                    dlq_topic=topics.sink_dlq,
+                    group_id=self._group("alerting"),
+                    producer=producer,
+                    on_alert=self.dispatcher.submit,
+                )
             tasks = [asyncio.create_task(sink.run(stop), name=f"sink-{sink.name}") for sink in self.kafka_sinks]
             if self.alert_engine is not None:
                 tasks.append(asyncio.create_task(self.alert_engine.run(stop), name="alert-engine"))
@@ -129,8 +140,11 @@ class SinkRunner:
             # Alerting must not wait for InfluxDB: the baselines then fill from the stream as before.
             log.warning(
                 "could not read regression baselines from InfluxDB bucket %r at %s (%s); regression rules "
-                "start with empty baselines", s.influx_bucket, s.influx_url, exc,
-            )  # fmt: skip
+                "start with empty baselines",
+                s.influx_bucket,
+                s.influx_url,
+                exc,
+            )
             return 0
 
     async def _abort_after_grace(self, stop: asyncio.Event) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from schemas import Alert, Quantiles, RequestTiming, WindowStats, encode
 from tokenpulse.config import Settings
+from tokenpulse.schemas import Alert, Quantiles, RequestTiming, WindowStats, encode
 
 BASE_NS = 1_780_000_000_000_000_000
 MINUTE_NS = 60_000_000_000
@@ -105,9 +105,13 @@ def settings_for(bootstrap: str, influx: Any, topic_prefix: str) -> Settings:
     """``Settings`` pointing at a test's Kafka, ``InfluxEndpoint`` and topic prefix, ignoring the environment
     (whose variables would otherwise win over the test's own bucket)."""
     return Settings.model_construct(
-        kafka_bootstrap=bootstrap, topic_prefix=topic_prefix, influx_url=influx.url.rstrip("/"),
-        influx_token=SecretStr(influx.token), influx_org=influx.org, influx_bucket=influx.bucket,
-    )  # fmt: skip
+        kafka_bootstrap=bootstrap,
+        topic_prefix=topic_prefix,
+        influx_url=influx.url.rstrip("/"),
+        influx_token=SecretStr(influx.token),
+        influx_org=influx.org,
+        influx_bucket=influx.bucket,
+    )
 
 
 def produce(bootstrap: str, topic: str, events: Iterable[BaseModel | bytes], key: bytes | None = None) -> int:

@@ -16,9 +16,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sinks.flux import render
-from streams.rules import parse_duration_ns
 from tokenpulse.errors import TokenpulseError
+from tokenpulse.sinks.flux import render
+from tokenpulse.sinks.rules import parse_duration_ns
 
 _FIELD_NAMES = {"ttft_ms": "ttft", "e2e_ms": "e2e", "tpot_ms": "tpot", "decode_tps": "decode_tps"}
 
@@ -94,9 +94,13 @@ def query_trends(
     now = datetime.fromtimestamp((now_ns if now_ns is not None else time.time_ns()) / 1e9, UTC)
     start = now - timedelta(microseconds=span_ns // 1000)
     variables: dict[str, Any] = {
-        "bucket": bucket, "start": start, "stop": now + timedelta(seconds=1),
-        "provider": provider or "", "model": model or "", "workload": workload or "",
-    }  # fmt: skip
+        "bucket": bucket,
+        "start": start,
+        "stop": now + timedelta(seconds=1),
+        "provider": provider or "",
+        "model": model or "",
+        "workload": workload or "",
+    }
     api = client.query_api()
     rows: dict[tuple[date, str, str], TrendRow] = {}
 

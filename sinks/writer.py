@@ -26,7 +26,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from pydantic import SecretStr
 
-from sinks.retry import Backoff, parse_retry_after
+from tokenpulse.sinks.retry import Backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,12 @@ class InfluxWriter:
             delay = exc.retry_after_s if exc.retry_after_s is not None else self._backoff.delay_s(attempt)
             log.warning(
                 "InfluxDB write to %s bucket %r failed (%s); retry %d in %.2fs",
-                self.url, self.bucket, exc, attempt + 1, delay,
-            )  # fmt: skip
+                self.url,
+                self.bucket,
+                exc,
+                attempt + 1,
+                delay,
+            )
             attempt += 1
             result.retries += 1
             if stop is None:

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from stack.errors import StackError
+from tokenpulse.stack.errors import StackError
 
 
 def docker_engine_answers() -> bool:
@@ -16,8 +16,13 @@ def docker_engine_answers() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                                capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+        result = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0 and bool(result.stdout.strip())
@@ -47,10 +52,14 @@ class ComposeStack:
         connection = {
             "kafka": {"bootstrap": "127.0.0.1:29092", "version": "4.1.1 (docker)", "data_dir": "volume kafka-data"},
             "influx": {
-                "url": "http://127.0.0.1:8086", "token": token, "org": "tokenpulse", "bucket": "tokenpulse",
-                "version": "2.7 (docker)", "data_dir": "volume influxdb-data",
+                "url": "http://127.0.0.1:8086",
+                "token": token,
+                "org": "tokenpulse",
+                "bucket": "tokenpulse",
+                "version": "2.7 (docker)",
+                "data_dir": "volume influxdb-data",
             },
-        }  # fmt: skip
+        }
         home.mkdir(parents=True, exist_ok=True)
         state = home / "stack.json"
         state.write_text(json.dumps(connection, indent=2))

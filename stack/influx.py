@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stack.errors import StackError
-from stack.process import ServiceProcess
+from tokenpulse.stack.errors import StackError
+from tokenpulse.stack.process import ServiceProcess
 
 INFLUXDB_VERSION = "v2.9.1"
 BUILD_SCRIPT = Path(__file__).parent / "influxdb" / "build.sh"
@@ -42,9 +42,11 @@ def ensure_influxd(cache: Path, version: str = INFLUXDB_VERSION, log: Path | Non
     with open(log, "wb") as out:
         result = subprocess.run(
             ["bash", str(BUILD_SCRIPT), version],
-            stdout=out, stderr=subprocess.STDOUT, check=False,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
             env=_build_env(cache),
-        )  # fmt: skip
+        )
     if result.returncode != 0 or not binary.exists():
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise StackError(f"building influxd {version} failed (log {log}): {' | '.join(tail)}")
@@ -90,14 +92,20 @@ class InfluxServer:
         d.mkdir(parents=True, exist_ok=True)
         argv = [
             str(self.binary),
-            "--bolt-path", str(d / "influxd.bolt"),
-            "--engine-path", str(d / "engine"),
-            "--sqlite-path", str(d / "influxd.sqlite"),
-            "--http-bind-address", f"127.0.0.1:{self.cfg.port}",
+            "--bolt-path",
+            str(d / "influxd.bolt"),
+            "--engine-path",
+            str(d / "engine"),
+            "--sqlite-path",
+            str(d / "influxd.sqlite"),
+            "--http-bind-address",
+            f"127.0.0.1:{self.cfg.port}",
             "--reporting-disabled",
-            "--log-level", "warn",
-            "--storage-wal-fsync-delay", "0s",
-        ]  # fmt: skip
+            "--log-level",
+            "warn",
+            "--storage-wal-fsync-delay",
+            "0s",
+        ]
         return self.process.start(argv)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:

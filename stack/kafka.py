@@ -11,8 +11,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack.errors import StackError
-from stack.process import ServiceProcess
+from tokenpulse.stack.errors import StackError
+from tokenpulse.stack.process import ServiceProcess
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"  # Kafka 4.0/4.1's own log4j2 version
@@ -68,13 +68,18 @@ def ensure_kafka_jars(cache: Path, version: str = KAFKA_VERSION, log4j_version: 
     tmp = libs.with_name("libs.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [
-        mvn, "-q", "-B", "-f", str(POM),
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
         f"-Dmaven.repo.local={cache / 'm2'}",
         f"-Dkafka.version={version}",
         f"-Dlog4j.version={log4j_version}",
         f"-Dtokenpulse.libdir={tmp}",
-        DEPENDENCY_PLUGIN, "-DincludeScope=runtime",
-    ]  # fmt: skip
+        DEPENDENCY_PLUGIN,
+        "-DincludeScope=runtime",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         detail = (result.stdout + result.stderr).strip().splitlines()[-3:]
@@ -100,30 +105,32 @@ class KafkaConfig:
 
 def server_properties(cfg: KafkaConfig) -> str:
     """A single combined broker+controller node with a static voter, reachable on loopback only."""
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{cfg.controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{cfg.port},CONTROLLER://127.0.0.1:{cfg.controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.port}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        f"log.dirs={cfg.data_dir / 'logs'}",
-        "num.partitions=1",
-        "auto.create.topics.enable=true",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=8",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "transaction.state.log.num.partitions=4",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "group.initial.rebalance.delay.ms=0",
-        "log.retention.hours=168",
-        "log.segment.bytes=67108864",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{cfg.controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{cfg.port},CONTROLLER://127.0.0.1:{cfg.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={cfg.data_dir / 'logs'}",
+            "num.partitions=1",
+            "auto.create.topics.enable=true",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=8",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=4",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "log.retention.hours=168",
+            "log.segment.bytes=67108864",
+            "",
+        ]
+    )
 
 
 class KafkaBroker:
@@ -137,12 +144,18 @@ class KafkaBroker:
 
     def _java(self, main: str, *args: str, heap: str = "256M") -> list[str]:
         return [
-            self.java, f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            self.java,
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.cfg.data_dir / 'log4j2.yaml'}",
             f"-Dtokenpulse.home={self.cfg.data_dir}",
-            "-cp", f"{self.libs}/*", main, *args,
-        ]  # fmt: skip
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
+        ]
 
     def prepare(self) -> None:
         """Write the config and format the storage with a fresh cluster id, once per data dir."""
@@ -156,8 +169,10 @@ class KafkaBroker:
         cluster_id = _kafka_uuid()
         result = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "-g"),
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             tail = (result.stdout + result.stderr).strip().splitlines()[-2:]
             raise StackError(f"formatting Kafka storage in {d} failed: {' | '.join(tail)}")

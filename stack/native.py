@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stack.influx import INFLUXDB_VERSION, InfluxConfig, InfluxServer, ensure_influxd, health, influxd_path
-from stack.kafka import KAFKA_VERSION, KafkaBroker, KafkaConfig, ensure_kafka_jars, require_java
-from stack.process import ServiceProcess, ensure_port_free, free_port
+from tokenpulse.stack.influx import INFLUXDB_VERSION, InfluxConfig, InfluxServer, ensure_influxd, health, influxd_path
+from tokenpulse.stack.kafka import KAFKA_VERSION, KafkaBroker, KafkaConfig, ensure_kafka_jars, require_java
+from tokenpulse.stack.process import ServiceProcess, ensure_port_free, free_port
 
 SERVICES = ("kafka", "influx")
 
@@ -50,9 +50,13 @@ class StackStatus:
         for name, svc in self.services.items():
             section = dict(self.connection.get(name, {}))
             section.update(
-                running=svc.running, healthy=svc.healthy, pid=svc.pid, version=svc.version,
-                data_dir=svc.data_dir, detail=svc.detail,
-            )  # fmt: skip
+                running=svc.running,
+                healthy=svc.healthy,
+                pid=svc.pid,
+                version=svc.version,
+                data_dir=svc.data_dir,
+                detail=svc.detail,
+            )
             out[name] = section
         return out
 
@@ -160,10 +164,14 @@ class NativeStack:
         broker.wait_ready()
         self.say(f"kafka {self.kafka_version} ready on {cfg.bootstrap} in {time.monotonic() - t0:.1f}s")
         return {
-            "bootstrap": cfg.bootstrap, "port": port, "controller_port": cport,
-            "version": self.kafka_version, "data_dir": str(cfg.data_dir),
-            "log": str(broker.process.log_file), "start_seconds": round(time.monotonic() - t0, 2),
-        }  # fmt: skip
+            "bootstrap": cfg.bootstrap,
+            "port": port,
+            "controller_port": cport,
+            "version": self.kafka_version,
+            "data_dir": str(cfg.data_dir),
+            "log": str(broker.process.log_file),
+            "start_seconds": round(time.monotonic() - t0, 2),
+        }
 
     def _up_influx(self, prev: dict[str, Any], port: int | None, started: list[ServiceProcess]) -> dict[str, Any]:
         proc = self._influx_process()
@@ -184,16 +192,23 @@ class NativeStack:
         token = server.setup()
         self.say(f"influxd {self.influx_version} ready on {cfg.url} in {time.monotonic() - t0:.1f}s")
         return {
-            "url": cfg.url, "token": token, "org": cfg.org, "bucket": cfg.bucket, "port": port,
-            "version": self.influx_version, "data_dir": str(cfg.data_dir),
-            "log": str(server.process.log_file), "start_seconds": round(time.monotonic() - t0, 2),
-        }  # fmt: skip
+            "url": cfg.url,
+            "token": token,
+            "org": cfg.org,
+            "bucket": cfg.bucket,
+            "port": port,
+            "version": self.influx_version,
+            "data_dir": str(cfg.data_dir),
+            "log": str(server.process.log_file),
+            "start_seconds": round(time.monotonic() - t0, 2),
+        }
 
     # -- down / status -----------------------------------------------------------------------
     def down(self, purge: bool = False) -> list[str]:
         """Stop both services (Kafka last, so sinks can drain); ``purge`` also deletes their data."""
-        stopped = [name for name, proc in (("influx", self._influx_process()), ("kafka", self._kafka_process()))
-                   if proc.stop()]  # fmt: skip
+        stopped = [
+            name for name, proc in (("influx", self._influx_process()), ("kafka", self._kafka_process())) if proc.stop()
+        ]
         if purge:
             for sub in ("kafka", "influxdb"):
                 shutil.rmtree(self.home / sub, ignore_errors=True)
@@ -221,9 +236,15 @@ class NativeStack:
             pid = self._influx_process().running_pid()
             ok = pid is not None and health(influx["url"])
             status.services["influx"] = ServiceStatus(
-                "influx", pid is not None, ok, pid, influx["version"], influx["data_dir"], influx["url"],
+                "influx",
+                pid is not None,
+                ok,
+                pid,
+                influx["version"],
+                influx["data_dir"],
+                influx["url"],
                 "" if ok else ("not running" if pid is None else "/health did not pass"),
-            )  # fmt: skip
+            )
         return status
 
 

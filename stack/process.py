@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack.errors import StackError
+from tokenpulse.stack.errors import StackError
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -2,12 +2,12 @@
 them, regression rules). The pure core is re-exported here; the faust worker lives in ``streams.app``
 (``build_worker``, ``run_worker``, ``WorkerConfig``) and is started by ``tokenpulse worker``."""
 
-from streams.aggregate import PaneAccumulator, StatsKey, window_stats
-from streams.dedup import DedupHorizon
-from streams.engine import Outcome, PartitionWindows, WindowConfig
-from streams.sketch import RELATIVE_ACCURACY, QuantileSketch
-from streams.watermark import Watermark
-from streams.windows import WindowSpec, WindowSpecError, pane_size_ns, parse_duration_ns, parse_window_specs
+from tokenpulse.streams.aggregate import PaneAccumulator, StatsKey, window_stats
+from tokenpulse.streams.dedup import DedupHorizon
+from tokenpulse.streams.engine import Outcome, PartitionWindows, WindowConfig
+from tokenpulse.streams.sketch import RELATIVE_ACCURACY, QuantileSketch
+from tokenpulse.streams.watermark import Watermark
+from tokenpulse.streams.windows import WindowSpec, WindowSpecError, pane_size_ns, parse_duration_ns, parse_window_specs
 
 __all__ = [
     "RELATIVE_ACCURACY",

@@ -6,9 +6,9 @@ import sys
 
 import typer
 
-from streams.cli import worker
 from tokenpulse.config import ConfigError
 from tokenpulse.errors import TokenpulseError
+from tokenpulse.streams.cli import worker
 
 
 def main() -> None:

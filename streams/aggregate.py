@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from schemas import RequestTiming, WindowStats
-from streams.sketch import QuantileSketch
+from tokenpulse.schemas import RequestTiming, WindowStats
+from tokenpulse.streams.sketch import QuantileSketch
 
 NANOS_PER_SECOND = 1_000_000_000
 THIRTY_DAYS_S = 30 * 86_400

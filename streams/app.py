@@ -28,10 +28,10 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from streams.core import WindowCore
-from streams.engine import WindowConfig, record_partition
 from tokenpulse.config import Settings
 from tokenpulse.metrics import MetricsEndpoint, WorkerCollector, serve_metrics
+from tokenpulse.streams.core import WindowCore
+from tokenpulse.streams.engine import WindowConfig, record_partition
 from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS, ensure_topic, too_few_partitions
 
 log = logging.getLogger("tokenpulse.worker")
@@ -169,15 +169,22 @@ class WindowProcessor:
             self.counters.offset_gaps += 1
             log.warning(
                 "partition %d: offset %d delivered where %d was next; holding it back and seeking to %d",
-                partition, offset, expected, expected,
-            )  # fmt: skip
+                partition,
+                offset,
+                expected,
+                expected,
+            )
             self._gaps[partition] = _Gap(expected)
             return False
         if gap.log_start is not None and gap.log_start > expected:
             log.warning(
                 "partition %d: offsets %d..%d are gone (the log starts at %d); continuing at %d",
-                partition, expected, gap.log_start - 1, gap.log_start, offset,
-            )  # fmt: skip
+                partition,
+                expected,
+                gap.log_start - 1,
+                gap.log_start,
+                offset,
+            )
             return True
         return False
 
@@ -203,8 +210,12 @@ class WindowProcessor:
         state = self.core.restore(partition, records)
         log.info(
             "partition %d: restored %d open panes from %d changelog records, event time %d, last offset %d",
-            partition, state.open_panes, len(records), state.watermark.max_event_ns, state.last_offset,
-        )  # fmt: skip
+            partition,
+            state.open_panes,
+            len(records),
+            state.watermark.max_event_ns,
+            state.last_offset,
+        )
         self._applied[partition] = state.last_offset
         return state.last_offset
 
@@ -229,9 +240,15 @@ class WindowProcessor:
         log.info(
             "consumed %d, dead letters %d, windows emitted %d, duplicates %d, late %d, replayed %d, "
             "redelivered %d, offset gaps %d",
-            self.counters.consumed, self.counters.dead_letters, self.counters.emitted, core.duplicates, core.late,
-            core.replayed, self.counters.redelivered, self.counters.offset_gaps,
-        )  # fmt: skip
+            self.counters.consumed,
+            self.counters.dead_letters,
+            self.counters.emitted,
+            core.duplicates,
+            core.late,
+            core.replayed,
+            self.counters.redelivered,
+            self.counters.offset_gaps,
+        )
 
     async def flush(self) -> None:
         """Send dead letters, emitted windows and changed state; wait for them; then ack the events.
@@ -343,9 +360,13 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
     data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(config.resolved_app_id(settings), **faust_settings(settings, config, data_dir))
     source = app.topic(
-        topics.request_timings, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        topics.request_timings,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
         partitions=config.partitions,
-    )  # fmt: skip
+    )
     stats_topic = app.topic(topics.window_stats, key_serializer="raw", value_serializer="raw")
     dlq_topic = app.topic(topics.request_timings_dlq, key_serializer="raw", value_serializer="raw")
     table = app.Table(
@@ -354,7 +375,7 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
         partitions=config.partitions,
         key_type=bytes,  # bytes -> the "raw" serializer for the changelog, both ways
         value_type=bytes,
-    )  # fmt: skip
+    )
     processor = WindowProcessor(
         config, table=table, stats_topic=stats_topic, dlq_topic=dlq_topic, source_topic=topics.request_timings
     )
@@ -417,8 +438,9 @@ def source_partitions(settings: Settings, config: WorkerConfig) -> int:
     if (warning := too_few_partitions(topic, found, config.partitions)) is not None:
         log.warning("%s", warning)
     elif found > config.partitions:
-        log.info("topic %s has %d partitions; the worker follows it (not --partitions %d)", topic, found,
-                 config.partitions)  # fmt: skip
+        log.info(
+            "topic %s has %d partitions; the worker follows it (not --partitions %d)", topic, found, config.partitions
+        )
     return found
 
 

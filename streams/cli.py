@@ -12,10 +12,10 @@ from typing import Annotated
 
 import typer
 
-from streams.windows import WindowSpecError, parse_duration_ns, parse_window_specs
 from tokenpulse.config import load_settings
 from tokenpulse.errors import TokenpulseError
 from tokenpulse.metrics import DEFAULT_METRICS_HOST, MetricsEndpoint, MetricsHostOpt, MetricsPortOpt
+from tokenpulse.streams.windows import WindowSpecError, parse_duration_ns, parse_window_specs
 from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS
 
 
@@ -43,7 +43,7 @@ def worker(
     metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
 ) -> None:
     """Run the stream worker: validate, dedupe and window request timings into WindowStats."""
-    from streams.app import WorkerConfig, run_worker
+    from tokenpulse.streams.app import WorkerConfig, run_worker
 
     window_list = tuple(part.strip() for part in windows.split(",") if part.strip())
     try:
@@ -57,12 +57,19 @@ def worker(
     run_worker(
         settings,
         WorkerConfig(
-            windows=window_list, grace=grace, partitions=partitions, app_id=app_id, data_dir=data_dir,
-            session_timeout_s=session_timeout, heartbeat_interval_s=max(1.0, session_timeout / 4),
-            idle_close_s=idle_close, flush_interval_s=flush_interval, log_level=log_level,
+            windows=window_list,
+            grace=grace,
+            partitions=partitions,
+            app_id=app_id,
+            data_dir=data_dir,
+            session_timeout_s=session_timeout,
+            heartbeat_interval_s=max(1.0, session_timeout / 4),
+            idle_close_s=idle_close,
+            flush_interval_s=flush_interval,
+            log_level=log_level,
         ),
         metrics=MetricsEndpoint(metrics_port, metrics_host),
-    )  # fmt: skip
+    )
 
 
 def worker_argv(
@@ -76,6 +83,16 @@ def worker_argv(
     """The command line that starts a worker subprocess with this interpreter (settings come from the
     ``TOKENPULSE_*`` environment of the child)."""
     return [
-        sys.executable, "-m", "streams", "--windows", ",".join(windows), "--grace", grace,
-        "--partitions", str(partitions), "--idle-close", str(idle_close_s), *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "streams",
+        "--windows",
+        ",".join(windows),
+        "--grace",
+        grace,
+        "--partitions",
+        str(partitions),
+        "--idle-close",
+        str(idle_close_s),
+        *extra,
+    ]

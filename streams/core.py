@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from schemas import SchemaError, encode
-from streams.decoding import decode_timing
-from streams.engine import ChangelogRecord, PartitionCounters, PartitionWindows, WindowConfig
+from tokenpulse.schemas import SchemaError, encode
+from tokenpulse.streams.decoding import decode_timing
+from tokenpulse.streams.engine import ChangelogRecord, PartitionCounters, PartitionWindows, WindowConfig
 
 NANOS_PER_SECOND = 1_000_000_000
 

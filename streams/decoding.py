@@ -6,7 +6,7 @@ the dev machine) and explains invalid ones step by step, which is what the dead-
 
 from __future__ import annotations
 
-from schemas import RequestTiming, SchemaError, decode
+from tokenpulse.schemas import RequestTiming, SchemaError, decode
 
 TOMBSTONE_ERROR = "empty value (tombstone) where a RequestTiming was expected"
 

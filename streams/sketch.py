@@ -19,7 +19,7 @@ from ddsketch.ddsketch import BaseDDSketch
 from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
 
-from schemas import Quantiles
+from tokenpulse.schemas import Quantiles
 
 RELATIVE_ACCURACY = 0.01
 

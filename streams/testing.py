@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas import RequestTiming, encode
+from tokenpulse.schemas import RequestTiming, encode
 
 NANOS_PER_SECOND = 1_000_000_000
 DEFAULT_START_NS = 1_780_000_020 * NANOS_PER_SECOND  # a whole minute, in 2026
@@ -88,15 +88,29 @@ class TimingFactory:
         }
         if failed:
             return RequestTiming(
-                **common, status="error", error_kind="http_5xx", http_status=503,
-                e2e_ms=rng.lognormvariate(4.0, 0.5), prompt_tokens=prompt_tokens,
-            )  # fmt: skip
+                **common,
+                status="error",
+                error_kind="http_5xx",
+                http_status=503,
+                e2e_ms=rng.lognormvariate(4.0, 0.5),
+                prompt_tokens=prompt_tokens,
+            )
         return RequestTiming(
-            **common, status="ok", http_status=200, ttft_ms=ttft_ms, e2e_ms=e2e_ms, tpot_ms=tpot_ms,
-            itl_p50_ms=tpot_ms, itl_p95_ms=tpot_ms * 1.8, itl_max_ms=tpot_ms * 3.0,
-            decode_tps=1000.0 / tpot_ms, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            token_count_source="usage", cost_usd=cost,
-        )  # fmt: skip
+            **common,
+            status="ok",
+            http_status=200,
+            ttft_ms=ttft_ms,
+            e2e_ms=e2e_ms,
+            tpot_ms=tpot_ms,
+            itl_p50_ms=tpot_ms,
+            itl_p95_ms=tpot_ms * 1.8,
+            itl_max_ms=tpot_ms * 3.0,
+            decode_tps=1000.0 / tpot_ms,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            token_count_source="usage",
+            cost_usd=cost,
+        )
 
     def stream(
         self,
@@ -234,7 +248,7 @@ def consume_all(
 
 def latest_window_stats(records: Iterable[ConsumedRecord]) -> dict[tuple[str, str, str, str | None, str, int], Any]:
     """The last ``WindowStats`` per window (what a compacting or overwriting consumer keeps)."""
-    from schemas import WindowStats, decode
+    from tokenpulse.schemas import WindowStats, decode
 
     latest: dict[tuple[str, str, str, str | None, str, int], Any] = {}
     for record in records:

@@ -12,16 +12,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from producers.cli import register as register_producer_commands
-from schemas.export import export_json_schemas
-from sinks.cli import register as register_sink_commands
-from stack.docker import ComposeStack
-from stack.errors import StackError
-from stack.native import NativeStack
-from streams.cli import register as register_stream_commands
 from tokenpulse.config import ConfigError, default_cache, default_home
 from tokenpulse.demo import register as register_demo_command
 from tokenpulse.errors import TokenpulseError
+from tokenpulse.producers.cli import register as register_producer_commands
+from tokenpulse.schemas.export import export_json_schemas
+from tokenpulse.sinks.cli import register as register_sink_commands
+from tokenpulse.stack.docker import ComposeStack
+from tokenpulse.stack.errors import StackError
+from tokenpulse.stack.native import NativeStack
+from tokenpulse.streams.cli import register as register_stream_commands
 
 app = typer.Typer(
     help="Watch LLM inference endpoints: probe, aggregate, store, alert.",
@@ -108,9 +108,11 @@ def stack_env(home: HomeOpt = None) -> None:
     if "influx" in conn:
         influx = conn["influx"]
         lines.update(
-            TOKENPULSE_INFLUX_URL=influx["url"], TOKENPULSE_INFLUX_TOKEN=influx["token"],
-            TOKENPULSE_INFLUX_ORG=influx["org"], TOKENPULSE_INFLUX_BUCKET=influx["bucket"],
-        )  # fmt: skip
+            TOKENPULSE_INFLUX_URL=influx["url"],
+            TOKENPULSE_INFLUX_TOKEN=influx["token"],
+            TOKENPULSE_INFLUX_ORG=influx["org"],
+            TOKENPULSE_INFLUX_BUCKET=influx["bucket"],
+        )
     for key, value in lines.items():
         print(f"export {key}={shlex.quote(str(value))}")
 

@@ -121,9 +121,11 @@ def stack_connection(home: Path) -> dict[str, Any]:
     if "influx" in state:
         influx = state["influx"]
         found.update(
-            influx_url=influx["url"], influx_token=influx["token"],
-            influx_org=influx["org"], influx_bucket=influx["bucket"],
-        )  # fmt: skip
+            influx_url=influx["url"],
+            influx_token=influx["token"],
+            influx_org=influx["org"],
+            influx_bucket=influx["bucket"],
+        )
     return found
 
 

@@ -65,16 +65,23 @@ def demo_rules(window: str) -> dict[str, Any]:
     return {
         "rules": [
             {
-                "name": "ttft-p95-high", "kind": "threshold", "metric": "ttft_p95_ms", "above": 700,
-                "for_windows": 2, "clear_windows": 2, "hysteresis_pct": 10, "cooldown": "10m",
-                "severity": "critical", "match": {"window": window},
+                "name": "ttft-p95-high",
+                "kind": "threshold",
+                "metric": "ttft_p95_ms",
+                "above": 700,
+                "for_windows": 2,
+                "clear_windows": 2,
+                "hysteresis_pct": 10,
+                "cooldown": "10m",
+                "severity": "critical",
+                "match": {"window": window},
             },
         ]
-    }  # fmt: skip
+    }
 
 
 def demo_workload(sim: Any, rate_per_s: float, duration_s: float) -> Any:
-    from producers.workload import parse_workload
+    from tokenpulse.producers.workload import parse_workload
 
     price = [{"effective_from": "2026-01-01", "input_per_mtok": 0.10, "output_per_mtok": 0.40}]
     gpu_price = [{"effective_from": "2026-01-01", "input_per_mtok": 0.20, "output_per_mtok": 0.60}]
@@ -82,10 +89,24 @@ def demo_workload(sim: Any, rate_per_s: float, duration_s: float) -> Any:
         {
             "name": "demo-chat",
             "endpoints": [
-                {"name": "wafer", "kind": "openai", "provider": "simulated-wafer", "model": "llama-8b-sim",
-                 "base_url": sim.endpoint_url("wafer"), "region": "local", "prices": price},
-                {"name": "gpu", "kind": "openai", "provider": "simulated-gpu", "model": "llama-8b-sim",
-                 "base_url": sim.endpoint_url("gpu"), "region": "local", "prices": gpu_price},
+                {
+                    "name": "wafer",
+                    "kind": "openai",
+                    "provider": "simulated-wafer",
+                    "model": "llama-8b-sim",
+                    "base_url": sim.endpoint_url("wafer"),
+                    "region": "local",
+                    "prices": price,
+                },
+                {
+                    "name": "gpu",
+                    "kind": "openai",
+                    "provider": "simulated-gpu",
+                    "model": "llama-8b-sim",
+                    "base_url": sim.endpoint_url("gpu"),
+                    "region": "local",
+                    "prices": gpu_price,
+                },
             ],
             "prompts": {"synthetic": {"count": 16, "input_tokens": 120, "output_tokens": 48, "seed": 7}},
             "max_tokens": 48,
@@ -96,7 +117,7 @@ def demo_workload(sim: Any, rate_per_s: float, duration_s: float) -> Any:
             "tags": {"env": "demo"},
         },
         source="demo workload",
-    )  # fmt: skip
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -117,18 +138,18 @@ def register(app: typer.Typer) -> None:
 def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, console: Console) -> None:
     from influxdb_client.client.influxdb_client import InfluxDBClient
 
-    from producers.probe import run_workload
-    from producers.report import summary_table
-    from producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig
-    from producers.simulator.server import SimulatorServer
-    from sinks.influx_admin import init_influx
-    from sinks.notifiers import WebhookNotifier
-    from sinks.runner import SinkRunner
-    from sinks.trends import plot_report, query_trends
-    from stack.native import NativeStack
-    from streams.cli import worker_argv
-    from streams.rules import parse_rules
     from tokenpulse.config import default_cache, default_home, load_settings
+    from tokenpulse.producers.probe import run_workload
+    from tokenpulse.producers.report import summary_table
+    from tokenpulse.producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig
+    from tokenpulse.producers.simulator.server import SimulatorServer
+    from tokenpulse.sinks.influx_admin import init_influx
+    from tokenpulse.sinks.notifiers import WebhookNotifier
+    from tokenpulse.sinks.rules import parse_rules
+    from tokenpulse.sinks.runner import SinkRunner
+    from tokenpulse.sinks.trends import plot_report, query_trends
+    from tokenpulse.stack.native import NativeStack
+    from tokenpulse.streams.cli import worker_argv
     from tokenpulse.testing.services import InfluxEndpoint
 
     t0 = time.monotonic()
@@ -144,13 +165,18 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
         base.influx_url, base.influx_token.get_secret_value(), base.influx_org, base.influx_bucket
     ).with_new_bucket(f"demo-{run_id}")
     settings = base.model_copy(
-        update={"topic_prefix": f"demo-{run_id}", "influx_bucket": endpoint.bucket,
-                "data_dir": Path(base.data_dir) / f"demo-{run_id}"}
-    )  # fmt: skip
+        update={
+            "topic_prefix": f"demo-{run_id}",
+            "influx_bucket": endpoint.bucket,
+            "data_dir": Path(base.data_dir) / f"demo-{run_id}",
+        }
+    )
     with InfluxDBClient(url=endpoint.url, token=endpoint.token, org=endpoint.org) as client:
         init_influx(client, endpoint.org, endpoint.bucket)
-    step(f"topics [bold]{settings.topic_prefix}.*[/bold], InfluxDB bucket [bold]{endpoint.bucket}[/bold] "
-         "(+ hourly rollup bucket and downsampling task)")  # fmt: skip
+    step(
+        f"topics [bold]{settings.topic_prefix}.*[/bold], InfluxDB bucket [bold]{endpoint.bucket}[/bold] "
+        "(+ hourly rollup bucket and downsampling task)"
+    )
 
     third = duration_s / 3
     sim = SimulatorServer(
@@ -172,19 +198,23 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
     webhook_url = webhook.start()
     env = dict(
         os.environ,
-        TOKENPULSE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, TOKENPULSE_TOPIC_PREFIX=settings.topic_prefix,
-        TOKENPULSE_INFLUX_URL=settings.influx_url, TOKENPULSE_INFLUX_TOKEN=endpoint.token,
-        TOKENPULSE_INFLUX_ORG=settings.influx_org, TOKENPULSE_INFLUX_BUCKET=endpoint.bucket,
+        TOKENPULSE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        TOKENPULSE_TOPIC_PREFIX=settings.topic_prefix,
+        TOKENPULSE_INFLUX_URL=settings.influx_url,
+        TOKENPULSE_INFLUX_TOKEN=endpoint.token,
+        TOKENPULSE_INFLUX_ORG=settings.influx_org,
+        TOKENPULSE_INFLUX_BUCKET=endpoint.bucket,
         TOKENPULSE_DATA_DIR=str(settings.data_dir),
-    )  # fmt: skip
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     worker_log = out_dir / "worker.log"
     with open(worker_log, "wb") as log:
         worker = subprocess.Popen(
-            worker_argv(windows=(DEMO_WINDOW,), grace="2s", idle_close_s=3.0,
-                        extra=("--log-level", "warning")),
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            worker_argv(windows=(DEMO_WINDOW,), grace="2s", idle_close_s=3.0, extra=("--log-level", "warning")),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     step(f"faust worker started (pid {worker.pid}, {DEMO_WINDOW} tumbling windows, log {worker_log})")
     sinks = SinkRunner(settings, parse_rules(demo_rules(DEMO_WINDOW)), [WebhookNotifier(webhook_url)])
     sinks.start()
@@ -245,9 +275,12 @@ def _print_windows(console: Console, rows: list[dict[str, Any]]) -> None:
         p95 = row.get("ttft_p95_ms")
         style = "red" if p95 is not None and p95 > 700 else ""
         table.add_row(
-            row["_time"].strftime("%H:%M:%S"), str(row.get("provider")), f"{row.get('count', 0):.0f}",
-            f"{row.get('error_rate', 0.0):.2f}", f"[{style}]{p95:.0f}[/{style}]" if style else f"{p95 or 0:.0f}",
-        )  # fmt: skip
+            row["_time"].strftime("%H:%M:%S"),
+            str(row.get("provider")),
+            f"{row.get('count', 0):.0f}",
+            f"{row.get('error_rate', 0.0):.2f}",
+            f"[{style}]{p95:.0f}[/{style}]" if style else f"{p95 or 0:.0f}",
+        )
     console.print(table)
 
 
@@ -258,24 +291,44 @@ def _print_alerts(console: Console, bodies: list[dict[str, Any]]) -> None:
     for a in bodies:
         value = a.get("value")
         table.add_row(
-            str(a.get("state")), str(a.get("rule")), str(a.get("severity")), f"{a.get('provider')}/{a.get('model')}",
-            str(a.get("metric")), f"{value:.0f}" if isinstance(value, int | float) else "-",
-            str(a.get("threshold")), str(a.get("window_end")),
-        )  # fmt: skip
+            str(a.get("state")),
+            str(a.get("rule")),
+            str(a.get("severity")),
+            f"{a.get('provider')}/{a.get('model')}",
+            str(a.get("metric")),
+            f"{value:.0f}" if isinstance(value, int | float) else "-",
+            str(a.get("threshold")),
+            str(a.get("window_end")),
+        )
     console.print(table)
 
 
 def _print_comparison(console: Console, report: Any) -> None:
     table = Table(title="provider comparison from raw llm_request (Flux quantile)")
-    for col in ("provider/model", "requests", "err %", "TTFT p50", "TTFT p95", "e2e p95", "tok/s", "$/1k tok",
-                "30-day projection"):  # fmt: skip
+    for col in (
+        "provider/model",
+        "requests",
+        "err %",
+        "TTFT p50",
+        "TTFT p95",
+        "e2e p95",
+        "tok/s",
+        "$/1k tok",
+        "30-day projection",
+    ):
         table.add_column(col, justify="left" if col == "provider/model" else "right")
     for c in report.comparison:
         table.add_row(
-            f"{c.provider}/{c.model}", str(c.requests), f"{c.error_rate * 100:.1f}", _fmt(c.ttft_p50_ms),
-            _fmt(c.ttft_p95_ms), _fmt(c.e2e_p95_ms), _fmt(c.tokens_per_s), _fmt(c.cost_per_1k_tokens, 5),
+            f"{c.provider}/{c.model}",
+            str(c.requests),
+            f"{c.error_rate * 100:.1f}",
+            _fmt(c.ttft_p50_ms),
+            _fmt(c.ttft_p95_ms),
+            _fmt(c.e2e_p95_ms),
+            _fmt(c.tokens_per_s),
+            _fmt(c.cost_per_1k_tokens, 5),
             f"${c.projected_30d_cost_usd:.2f}",
-        )  # fmt: skip
+        )
     console.print(table)
 
 
@@ -287,7 +340,7 @@ def plot_windows(rows: list[dict[str, Any]], alerts: list[dict[str, Any]], path:
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    from schemas import ns_to_datetime, parse_rfc3339_ns
+    from tokenpulse.schemas import ns_to_datetime, parse_rfc3339_ns
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for provider in sorted({str(r.get("provider")) for r in rows}):
@@ -297,8 +350,15 @@ def plot_windows(rows: list[dict[str, Any]], alerts: list[dict[str, Any]], path:
         when = ns_to_datetime(parse_rfc3339_ns(str(alert["window_end"])))
         colour = "red" if alert.get("state") == "firing" else "green"
         ax.axvline(mdates.date2num(when), color=colour, linestyle="--", linewidth=1)  # type: ignore[no-untyped-call]
-        ax.annotate(f"alert {alert.get('state')}", (when, ax.get_ylim()[1]), color=colour, rotation=90,
-                    va="top", ha="right", fontsize=8)  # fmt: skip
+        ax.annotate(
+            f"alert {alert.get('state')}",
+            (when, ax.get_ylim()[1]),
+            color=colour,
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+        )
     ax.set_title(f"p95 time to first token per {DEMO_WINDOW} window (simulated providers)")
     ax.set_ylabel("ms")
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))  # type: ignore[no-untyped-call]

@@ -33,14 +33,14 @@ from prometheus_client.registry import Collector
 from tokenpulse.errors import TokenpulseError
 
 if TYPE_CHECKING:
-    from producers.probe import ProbeSummary
-    from producers.publisher import KafkaPublisher
-    from sinks.consumer import SinkStats
-    from sinks.notifiers import NotifierStats
-    from sinks.runner import SinkRunner
-    from streams.alerting import AlertEngine
-    from streams.app import WindowProcessor, WorkerCounters
-    from streams.engine import PartitionCounters
+    from tokenpulse.producers.probe import ProbeSummary
+    from tokenpulse.producers.publisher import KafkaPublisher
+    from tokenpulse.sinks.alerting import AlertEngine
+    from tokenpulse.sinks.consumer import SinkStats
+    from tokenpulse.sinks.notifiers import NotifierStats
+    from tokenpulse.sinks.runner import SinkRunner
+    from tokenpulse.streams.app import WindowProcessor, WorkerCounters
+    from tokenpulse.streams.engine import PartitionCounters
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -216,9 +216,15 @@ def worker_snapshot(processor: WindowProcessor) -> WorkerSnapshot:
     for partition, state in sorted(processor.core.partitions.items()):
         counters: PartitionCounters = state.counters
         snapshot = PartitionSnapshot(
-            partition, counters.accepted, counters.duplicates, counters.replayed, counters.late,
-            state.open_windows, state.open_panes, state.watermark.max_event_ns,
-        )  # fmt: skip
+            partition,
+            counters.accepted,
+            counters.duplicates,
+            counters.replayed,
+            counters.late,
+            state.open_windows,
+            state.open_panes,
+            state.watermark.max_event_ns,
+        )
         partitions.append(snapshot)
     return WorkerSnapshot(dataclasses.replace(processor.counters), processor.pending, tuple(partitions))
 
@@ -270,8 +276,11 @@ def worker_metrics(snapshot: WorkerSnapshot) -> list[Metric]:
     for p in snapshot.partitions:
         label = str(p.partition)
         for outcome, value in (
-            ("accepted", p.accepted), ("duplicate", p.duplicates), ("replayed", p.replayed), ("late", p.late),
-        ):  # fmt: skip
+            ("accepted", p.accepted),
+            ("duplicate", p.duplicates),
+            ("replayed", p.replayed),
+            ("late", p.late),
+        ):
             outcomes.add_metric([label, outcome], value)
         open_windows.add_metric([label], p.open_windows)
         open_panes.add_metric([label], p.open_panes)
@@ -365,9 +374,10 @@ class ProbeCollector(Collector):
         labels = ["workload", "endpoint"]
         requests = _counter("tokenpulse_probe_requests_total", "Probe: measured requests done.", labels)
         errors = _counter(
-            "tokenpulse_probe_errors_total", "Probe: measured requests that failed, by error kind.",
+            "tokenpulse_probe_errors_total",
+            "Probe: measured requests that failed, by error kind.",
             [*labels, "error_kind"],
-        )  # fmt: skip
+        )
         tokens = _counter("tokenpulse_probe_completion_tokens_total", "Probe: completion tokens received.", labels)
         cost = _counter("tokenpulse_probe_cost_usd_total", "Probe: cost of the measured requests (USD).", labels)
         reads = _counter(
@@ -375,7 +385,7 @@ class ProbeCollector(Collector):
             "Probe: socket reads with data, by where their arrival time came from (kernel: the kernel's receive "
             "timestamp; event_loop: the reader's clock, which includes the event loop's lag).",
             [*labels, "stamp"],
-        )  # fmt: skip
+        )
         workload = self.summary.workload
         for name, endpoint in sorted(list(self.summary.endpoints.items())):
             requests.add_metric([workload, name], endpoint.requests)

@@ -28,9 +28,11 @@ def ensure_topics(
     many partitions each one has. Existing topics are left as they are. Raises kafka-python's errors: a
     broker that cannot be reached within ``request_timeout_ms`` (``KafkaTimeoutError``), not authorized, ..."""
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap.split(","), client_id="tokenpulse-topics",
-        request_timeout_ms=request_timeout_ms, bootstrap_timeout_ms=request_timeout_ms,
-    )  # fmt: skip
+        bootstrap_servers=bootstrap.split(","),
+        client_id="tokenpulse-topics",
+        request_timeout_ms=request_timeout_ms,
+        bootstrap_timeout_ms=request_timeout_ms,
+    )
     try:
         existing = set(admin.list_topics())
         for topic, partitions in partitions_by_topic.items():

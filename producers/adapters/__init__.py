@@ -1,7 +1,7 @@
 """Provider adapters: each turns one ``ChatRequest`` into records on a ``StreamRecorder``."""
 
-from producers.adapters.base import ProviderAdapter
-from producers.adapters.cerebras import CerebrasAdapter
-from producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
+from tokenpulse.producers.adapters.base import ProviderAdapter
+from tokenpulse.producers.adapters.cerebras import CerebrasAdapter
+from tokenpulse.producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
 
 __all__ = ["CerebrasAdapter", "OpenAIAdapter", "ProviderAdapter", "parse_chunk_payload"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from producers.stream import ChatRequest, StreamRecorder
+from tokenpulse.producers.stream import ChatRequest, StreamRecorder
 
 
 class ProviderAdapter(Protocol):

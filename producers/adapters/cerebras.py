@@ -13,11 +13,11 @@ from cerebras.cloud.sdk import (
 )
 from pydantic import SecretStr
 
-from producers.adapters.openai import REQUEST_ID_HEADER
-from producers.adapters.wire import SocketReads, WireStamps, stamping, stamping_transport
-from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
-from producers.scheduler import sleep_until
-from producers.stream import ChatRequest, StreamRecorder, Usage
+from tokenpulse.producers.adapters.openai import REQUEST_ID_HEADER
+from tokenpulse.producers.adapters.wire import SocketReads, WireStamps, stamping, stamping_transport
+from tokenpulse.producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
+from tokenpulse.producers.scheduler import sleep_until
+from tokenpulse.producers.stream import ChatRequest, StreamRecorder, Usage
 
 
 class CerebrasAdapter:

@@ -15,10 +15,10 @@ from httpx_sse import SSEError
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # behind EventSource.aiter_sse; pinned <0.5
 from pydantic import SecretStr
 
-from producers.adapters.wire import SocketReads, WireStamps, stamping, stamping_transport
-from producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
-from producers.scheduler import sleep_until
-from producers.stream import ChatRequest, StreamRecorder, Usage
+from tokenpulse.producers.adapters.wire import SocketReads, WireStamps, stamping, stamping_transport
+from tokenpulse.producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
+from tokenpulse.producers.scheduler import sleep_until
+from tokenpulse.producers.stream import ChatRequest, StreamRecorder, Usage
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
 _SENT_EVENTS = frozenset({"http11.send_request_headers.started", "http2.send_request_headers.started"})

@@ -32,7 +32,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from producers.kernel_time import ANCILLARY_SIZE, enable_receive_timestamps, kernel_arrival_ns
+from tokenpulse.producers.kernel_time import ANCILLARY_SIZE, enable_receive_timestamps, kernel_arrival_ns
 
 _ACTIVE: ContextVar[WireStamps | None] = ContextVar("tokenpulse_wire_stamps", default=None)
 

@@ -1,8 +1,8 @@
 """The OpenAI-compatible provider simulator (a test and demo tool) with latency profiles and ground truth."""
 
-from producers.simulator.process import SimulatorProcess
-from producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig, default_config
-from producers.simulator.server import GroundTruth, SimulatorServer, build_app, serve_forever
+from tokenpulse.producers.simulator.process import SimulatorProcess
+from tokenpulse.producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig, default_config
+from tokenpulse.producers.simulator.server import GroundTruth, SimulatorServer, build_app, serve_forever
 
 __all__ = [
     "GroundTruth",

@@ -9,8 +9,8 @@ import asyncio
 import contextlib
 import sys
 
-from producers.simulator.profiles import SimulatorConfig, default_config
-from producers.simulator.server import serve_forever
+from tokenpulse.producers.simulator.profiles import SimulatorConfig, default_config
+from tokenpulse.producers.simulator.server import serve_forever
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from producers.simulator.profiles import SimulatorConfig
+from tokenpulse.producers.simulator.profiles import SimulatorConfig
 
 
 class SimulatorProcess:
@@ -21,7 +21,7 @@ class SimulatorProcess:
 
     def __enter__(self) -> SimulatorProcess:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "producers.simulator", self.config.model_dump_json()],
+            [sys.executable, "-m", "tokenpulse.producers.simulator", self.config.model_dump_json()],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -28,8 +28,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig, effective_profile
-from producers.simulator.transport import StampedServer, accepted_arrival_ns
+from tokenpulse.producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig, effective_profile
+from tokenpulse.producers.simulator.transport import StampedServer, accepted_arrival_ns
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
 _RECEIVED_NS: ContextVar[int] = ContextVar("simulator_received_ns")  # aiohttp runs each request in its own task
@@ -278,13 +278,32 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
 
     def frame(delta: dict[str, str], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        event = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                 "choices": [choice]}  # fmt: skip
+        event = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+        }
         return b"data: " + orjson.dumps(event) + b"\n\n"
 
     try:
-        await _stream_tokens(state, request, response, truth, profile, frame, total_tokens, int(max_tokens),
-                             cut_at, bad_at, include_usage, chunk_id, created, model)  # fmt: skip
+        await _stream_tokens(
+            state,
+            request,
+            response,
+            truth,
+            profile,
+            frame,
+            total_tokens,
+            int(max_tokens),
+            cut_at,
+            bad_at,
+            include_usage,
+            chunk_id,
+            created,
+            model,
+        )
     except ConnectionError:
         # The client hung up (after an injected fault, usually); keep the fault as the outcome.
         truth.end_ns = state.clock()
@@ -340,10 +359,19 @@ async def _stream_tokens(
         truth.completion_tokens = sent_tokens
     await response.write(frame({}, finish="length" if sent_tokens >= max_tokens else "stop"))
     if include_usage:
-        usage = {"prompt_tokens": truth.prompt_tokens, "completion_tokens": sent_tokens,
-                 "total_tokens": truth.prompt_tokens + sent_tokens}  # fmt: skip
-        event = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                 "choices": [], "usage": usage}  # fmt: skip
+        usage = {
+            "prompt_tokens": truth.prompt_tokens,
+            "completion_tokens": sent_tokens,
+            "total_tokens": truth.prompt_tokens + sent_tokens,
+        }
+        event = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
         await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
     await response.write(b"data: [DONE]\n\n")
     truth.end_ns = state.clock()

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from producers.kernel_time import ANCILLARY_SIZE, enable_receive_timestamps, kernel_arrival_ns
+from tokenpulse.producers.kernel_time import ANCILLARY_SIZE, enable_receive_timestamps, kernel_arrival_ns
 
 log = logging.getLogger(__name__)
 

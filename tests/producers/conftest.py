@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from producers.kernel_time import ANCILLARY_SIZE, enable_receive_timestamps, kernel_arrival_ns
+from tokenpulse.producers.kernel_time import ANCILLARY_SIZE, enable_receive_timestamps, kernel_arrival_ns
 
 
 @pytest.fixture

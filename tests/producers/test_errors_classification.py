@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from producers.errors import (
+from tokenpulse.producers.errors import (
     ProbeFailure,
     failure_for_exception,
     failure_for_status,
@@ -15,8 +15,10 @@ from producers.errors import (
 )
 
 
-@pytest.mark.parametrize(("status", "kind"), [(429, "http_429"), (404, "http_4xx"), (500, "http_5xx"),
-                                              (502, "http_5xx"), (302, "invalid_response")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(429, "http_429"), (404, "http_4xx"), (500, "http_5xx"), (502, "http_5xx"), (302, "invalid_response")],
+)
 def test_kind_for_status(status: int, kind: str) -> None:
     assert kind_for_status(status) == kind
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from producers import kernel_time
-from producers.kernel_time import SO_TIMESTAMPNS, kernel_arrival_ns, wall_to_monotonic_ns
+from tokenpulse.producers import kernel_time
+from tokenpulse.producers.kernel_time import SO_TIMESTAMPNS, kernel_arrival_ns, wall_to_monotonic_ns
 
 
 def clocks(monkeypatch: pytest.MonkeyPatch, monotonic: list[int], wall: list[int]) -> None:

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
-from producers.errors import ProbeFailure
-from producers.probe import run_async
-from producers.scheduler import sleep_until
-from producers.stream import ChatRequest, StreamChunk, StreamRecorder, Usage
-from producers.timing import Prices, compute_metrics, compute_metrics_columns
+from tokenpulse.producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
+from tokenpulse.producers.errors import ProbeFailure
+from tokenpulse.producers.probe import run_async
+from tokenpulse.producers.scheduler import sleep_until
+from tokenpulse.producers.stream import ChatRequest, StreamChunk, StreamRecorder, Usage
+from tokenpulse.producers.timing import Prices, compute_metrics, compute_metrics_columns
 from tokenpulse.testing.adapters import stream_to_end
 
 DONE = b"data: [DONE]\n\n"
@@ -122,15 +122,19 @@ def test_requests_are_held_at_the_header_send_point_and_reuse_one_connection() -
 
 
 def test_the_probe_unfreezes_the_collector_after_a_run() -> None:
-    from producers.probe import run_workload_async
-    from producers.workload import parse_workload
+    from tokenpulse.producers.probe import run_workload_async
+    from tokenpulse.producers.workload import parse_workload
 
-    workload = parse_workload({
-        "name": "gc", "requests": 1, "schedule": {"kind": "closed", "concurrency": 1},
-        "prompts": {"inline": ["hi"]},
-        "endpoints": [{"name": "e", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}],
-        "timeouts": {"connect_s": 1, "first_token_s": 1, "total_s": 1},
-    })  # fmt: skip
+    workload = parse_workload(
+        {
+            "name": "gc",
+            "requests": 1,
+            "schedule": {"kind": "closed", "concurrency": 1},
+            "prompts": {"inline": ["hi"]},
+            "endpoints": [{"name": "e", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}],
+            "timeouts": {"connect_s": 1, "first_token_s": 1, "total_s": 1},
+        }
+    )
 
     class Sink:
         events: list[object] = []
@@ -162,8 +166,9 @@ def test_column_and_chunk_metrics_agree(steps: list[tuple[int, str, bool]]) -> N
         t += gap
         chunks.append(StreamChunk(t, delta, Usage(5, len(chunks) + 1) if with_usage else None))
     usage = next((c.usage for c in reversed(chunks) if c.usage is not None), None)
-    columns = compute_metrics_columns(1_000, t + 5, [c.t_ns for c in chunks], [c.delta for c in chunks], usage,
-                                      prompt_text="p", prices=Prices(1, 2))  # fmt: skip
+    columns = compute_metrics_columns(
+        1_000, t + 5, [c.t_ns for c in chunks], [c.delta for c in chunks], usage, prompt_text="p", prices=Prices(1, 2)
+    )
     assert columns == compute_metrics(1_000, t + 5, chunks, prompt_text="p", prices=Prices(1, 2))
 
 

@@ -10,29 +10,48 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer
 
-from producers.probe import run_workload, run_workload_async
-from producers.publisher import KafkaPublisher, PublisherConfig
-from producers.simulator import LatencyProfile, SimulatorConfig, SimulatorProcess
-from producers.workload import Workload, parse_workload
-from schemas import RequestTiming, decode
 from tokenpulse.config import Settings
+from tokenpulse.producers.probe import run_workload, run_workload_async
+from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig
+from tokenpulse.producers.simulator import LatencyProfile, SimulatorConfig, SimulatorProcess
+from tokenpulse.producers.workload import Workload, parse_workload
+from tokenpulse.schemas import RequestTiming, decode
 from tokenpulse.testing import RestartableService
 
 pytestmark = pytest.mark.integration
 
 
 def sim_workload(base_url: str, requests: int, schedule: dict[str, object]) -> Workload:
-    return parse_workload({
-        "name": "it", "requests": requests, "schedule": schedule, "warmup_requests": 4,
-        "prompts": {"synthetic": {"count": 5, "input_tokens": 30, "output_tokens": 12}},
-        "endpoints": [{"name": "fast", "kind": "openai", "provider": "simulator", "base_url": base_url,
-                       "model": "sim-fast", "region": "local"}],
-    })  # fmt: skip
+    return parse_workload(
+        {
+            "name": "it",
+            "requests": requests,
+            "schedule": schedule,
+            "warmup_requests": 4,
+            "prompts": {"synthetic": {"count": 5, "input_tokens": 30, "output_tokens": 12}},
+            "endpoints": [
+                {
+                    "name": "fast",
+                    "kind": "openai",
+                    "provider": "simulator",
+                    "base_url": base_url,
+                    "model": "sim-fast",
+                    "region": "local",
+                }
+            ],
+        }
+    )
 
 
 def consume(bootstrap: str, topic: str, expected: int, deadline_s: float = 60.0) -> list[bytes]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=1000)  # fmt: skip
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=1000,
+    )
     values: list[bytes] = []
     deadline = time.monotonic() + deadline_s
     try:
@@ -86,10 +105,17 @@ def test_200_requests_make_exactly_200_valid_events_matching_ground_truth(
 
 def test_broker_outage_spools_and_replays_every_event(restartable_kafka: RestartableService, tmp_path: Path) -> None:
     topic = "outage.request-timings"
-    publisher = KafkaPublisher(PublisherConfig(
-        bootstrap=restartable_kafka.bootstrap, topic=topic, spool_path=tmp_path / "spool.jsonl",
-        delivery_timeout_ms=3000, request_timeout_ms=1000, max_block_ms=2000, retry_interval_s=0.5,
-    ))  # fmt: skip
+    publisher = KafkaPublisher(
+        PublisherConfig(
+            bootstrap=restartable_kafka.bootstrap,
+            topic=topic,
+            spool_path=tmp_path / "spool.jsonl",
+            delivery_timeout_ms=3000,
+            request_timeout_ms=1000,
+            max_block_ms=2000,
+            retry_interval_s=0.5,
+        )
+    )
     published: list[RequestTiming] = []
     config = SimulatorConfig(endpoints={"fast": LatencyProfile(ttft_ms=5, tokens_per_s=2000)})
     with SimulatorProcess(config) as sim:

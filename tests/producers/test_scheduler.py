@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from producers.scheduler import RetryAfterGate, Slot, StopCondition, run_closed_loop, run_open_loop
+from tokenpulse.producers.scheduler import RetryAfterGate, Slot, StopCondition, run_closed_loop, run_open_loop
 from tokenpulse.testing import FakeClock
 
 

@@ -13,12 +13,12 @@ import pytest
 from pydantic import SecretStr
 from rich.console import Console
 
-from producers.probe import run_workload_async
-from producers.report import summary_table
-from producers.simulator import LatencyProfile, ProfileChange, SimulatorConfig, SimulatorServer
-from producers.simulator.profiles import effective_profile
-from producers.workload import Workload, parse_workload
-from schemas import RequestTiming, decode, encode
+from tokenpulse.producers.probe import run_workload_async
+from tokenpulse.producers.report import summary_table
+from tokenpulse.producers.simulator import LatencyProfile, ProfileChange, SimulatorConfig, SimulatorServer
+from tokenpulse.producers.simulator.profiles import effective_profile
+from tokenpulse.producers.workload import Workload, parse_workload
+from tokenpulse.schemas import RequestTiming, decode, encode
 
 KEY = "sk-sim-NEVER-PRINT-ME-42"
 
@@ -35,10 +35,18 @@ class ListSink:
 def sim() -> Iterator[SimulatorServer]:
     profiles = {
         "fast": LatencyProfile(ttft_ms=5, tokens_per_s=2000, jitter=0),
-        "flaky": LatencyProfile(ttft_ms=2, tokens_per_s=2000, jitter=0, error_rate=0.2, rate_429=0.1,
-                                retry_after_s=0.05, cut_rate=0.15, invalid_json_rate=0.15),
+        "flaky": LatencyProfile(
+            ttft_ms=2,
+            tokens_per_s=2000,
+            jitter=0,
+            error_rate=0.2,
+            rate_429=0.1,
+            retry_after_s=0.05,
+            cut_rate=0.15,
+            invalid_json_rate=0.15,
+        ),
         "stuck": LatencyProfile(ttft_ms=3000, tokens_per_s=1000),
-    }  # fmt: skip
+    }
     with SimulatorServer(SimulatorConfig(endpoints=profiles, seed=3)) as server:
         yield server
 
@@ -47,13 +55,20 @@ def workload(sim: SimulatorServer, endpoint: str, kind: str = "openai", **extra:
     base_url = sim.endpoint_url(endpoint) if kind == "openai" else f"{sim.base_url}/{endpoint}"
     document: dict[str, object] = {
         "name": "unit",
-        "endpoints": [{"name": endpoint, "kind": kind, "base_url": base_url, "model": "sim-model",
-                       "api_key_env": "SIM_KEY",
-                       "prices": [{"effective_from": "2020-01-01", "input_per_mtok": 1, "output_per_mtok": 3}]}],
+        "endpoints": [
+            {
+                "name": endpoint,
+                "kind": kind,
+                "base_url": base_url,
+                "model": "sim-model",
+                "api_key_env": "SIM_KEY",
+                "prices": [{"effective_from": "2020-01-01", "input_per_mtok": 1, "output_per_mtok": 3}],
+            }
+        ],
         "prompts": {"synthetic": {"count": 3, "input_tokens": 20, "output_tokens": 8}},
         "schedule": {"kind": "closed", "concurrency": 4},
         "requests": 40,
-    }  # fmt: skip
+    }
     document.update(extra)
     return parse_workload(document)
 
@@ -92,10 +107,15 @@ def test_every_fault_becomes_an_error_event_and_the_probe_carries_on(sim: Simula
     kinds = Counter(e.error_kind for e in sink.events)
     truth = sim.ground_truth()
     expected = Counter(
-        {"http_429": "http_429", "http_5xx": "http_5xx", "cut": "stream_broken", "invalid_json": "invalid_response",
-         "ok": None}[truth[str(e.event_id)].outcome]
+        {
+            "http_429": "http_429",
+            "http_5xx": "http_5xx",
+            "cut": "stream_broken",
+            "invalid_json": "invalid_response",
+            "ok": None,
+        }[truth[str(e.event_id)].outcome]
         for e in sink.events
-    )  # fmt: skip
+    )
     assert kinds == expected
     assert {"http_429", "http_5xx", "stream_broken", "invalid_response", None} <= set(kinds)
     for event in sink.events:
@@ -112,9 +132,14 @@ def test_first_token_timeout(sim: SimulatorServer) -> None:
 
 
 def test_connect_error_event() -> None:
-    w = parse_workload({"name": "down", "requests": 2, "prompts": {"inline": ["hi"]},
-                        "endpoints": [{"name": "gone", "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
-                                       "model": "m"}]})  # fmt: skip
+    w = parse_workload(
+        {
+            "name": "down",
+            "requests": 2,
+            "prompts": {"inline": ["hi"]},
+            "endpoints": [{"name": "gone", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}],
+        }
+    )
     sink = ListSink()
     asyncio.run(run_workload_async(w, sink, api_keys={}))
     assert [e.error_kind for e in sink.events] == ["connect", "connect"]

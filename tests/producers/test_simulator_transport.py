@@ -12,8 +12,8 @@ import uuid
 import httpx
 import pytest
 
-from producers.simulator import LatencyProfile, SimulatorConfig, SimulatorServer
-from producers.simulator.transport import StampedServer, StampedTransport
+from tokenpulse.producers.simulator import LatencyProfile, SimulatorConfig, SimulatorServer
+from tokenpulse.producers.simulator.transport import StampedServer, StampedTransport
 
 
 @pytest.mark.usefixtures("kernel_stamping")

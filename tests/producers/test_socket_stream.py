@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trustme
 
-from producers.adapters.wire import (
+from tokenpulse.producers.adapters.wire import (
     _PAUSE_AT_BYTES,
     _RECV_SIZE,
     SocketBackend,

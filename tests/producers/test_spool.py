@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from producers.spool import Spool
+from tokenpulse.producers.spool import Spool
 
 
 def test_append_read_commit_in_order(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
-from producers.errors import ProbeFailure
-from producers.stream import ChatRequest, StreamRecorder, Usage
+from tokenpulse.producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
+from tokenpulse.producers.errors import ProbeFailure
+from tokenpulse.producers.stream import ChatRequest, StreamRecorder, Usage
 from tokenpulse.testing import FakeClock
 from tokenpulse.testing.adapters import stream_to_end
 
@@ -34,8 +34,12 @@ USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"
 DONE = b"data: [DONE]\n\n"
 
 
-def transport_for(pieces: list[bytes], status: int = 200, headers: dict[str, str] | None = None,
-                  seen: list[httpx.Request] | None = None) -> httpx.MockTransport:  # fmt: skip
+def transport_for(
+    pieces: list[bytes],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    seen: list[httpx.Request] | None = None,
+) -> httpx.MockTransport:
     async def body() -> AsyncIterator[bytes]:
         for piece in pieces:
             yield piece
@@ -109,8 +113,9 @@ def test_error_object_mid_stream_is_invalid_response() -> None:
     assert "overloaded" in info.value.detail
 
 
-@pytest.mark.parametrize(("status", "kind"), [(429, "http_429"), (400, "http_4xx"), (401, "http_4xx"),
-                                              (500, "http_5xx"), (503, "http_5xx")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "kind"), [(429, "http_429"), (400, "http_4xx"), (401, "http_4xx"), (500, "http_5xx"), (503, "http_5xx")]
+)
 def test_http_errors_are_classified(status: int, kind: str) -> None:
     with pytest.raises(ProbeFailure) as info:
         run([b'{"error": "nope"}'], status=status, headers={"content-type": "application/json", "retry-after": "3"})

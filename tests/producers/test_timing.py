@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producers.stream import StreamChunk, StreamRecorder, Usage
-from producers.timing import Prices, compute_metrics, estimate_tokens, percentile
+from tokenpulse.producers.stream import StreamChunk, StreamRecorder, Usage
+from tokenpulse.producers.timing import Prices, compute_metrics, estimate_tokens, percentile
 from tokenpulse.testing import FakeClock
 
 MS = 1_000_000

@@ -9,11 +9,11 @@ import uuid
 import httpx
 import pytest
 
-from producers.adapters.cerebras import CerebrasAdapter
-from producers.adapters.openai import OpenAIAdapter
-from producers.adapters.wire import SocketBackend, stamping_transport
-from producers.simulator import LatencyProfile, SimulatorConfig, SimulatorServer
-from producers.stream import ChatRequest, StreamRecorder
+from tokenpulse.producers.adapters.cerebras import CerebrasAdapter
+from tokenpulse.producers.adapters.openai import OpenAIAdapter
+from tokenpulse.producers.adapters.wire import SocketBackend, stamping_transport
+from tokenpulse.producers.simulator import LatencyProfile, SimulatorConfig, SimulatorServer
+from tokenpulse.producers.stream import ChatRequest, StreamRecorder
 
 
 def test_the_default_transport_stamps_at_the_socket() -> None:
@@ -51,8 +51,9 @@ def test_sent_and_chunk_times_come_from_the_socket_and_order_with_the_simulator(
                     request_id = uuid.uuid4().hex
                     recorder = StreamRecorder(time.monotonic_ns)
                     before = time.monotonic_ns()
-                    await adapter.stream(ChatRequest("sim", ({"role": "user", "content": "hi"},), 4, request_id),
-                                         recorder)  # fmt: skip
+                    await adapter.stream(
+                        ChatRequest("sim", ({"role": "user", "content": "hi"},), 4, request_id), recorder
+                    )
                     results.append((request_id, before, recorder))
             finally:
                 await adapter.aclose()
@@ -81,8 +82,11 @@ def test_simulator_stamps_each_request_when_its_first_bytes_arrive_on_a_kept_ali
                 continue
             request_id = uuid.uuid4().hex
             sent = time.monotonic_ns()
-            client.post(sim.endpoint_url("sim") + "/chat/completions", json=body,
-                        headers={"X-Tokenpulse-Request-Id": request_id}).read()  # fmt: skip
+            client.post(
+                sim.endpoint_url("sim") + "/chat/completions",
+                json=body,
+                headers={"X-Tokenpulse-Request-Id": request_id},
+            ).read()
             rows.append((sent, request_id))
         truth = sim.ground_truth()
     for sent, request_id in rows:

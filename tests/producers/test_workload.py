@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from producers.errors import WorkloadError
-from producers.probe import resolve_api_keys
-from producers.workload import load_prompts, load_workload, parse_workload
+from tokenpulse.producers.errors import WorkloadError
+from tokenpulse.producers.probe import resolve_api_keys
+from tokenpulse.producers.workload import load_prompts, load_workload, parse_workload
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workloads"
 
@@ -41,23 +41,55 @@ def test_defaults() -> None:
 @pytest.mark.parametrize(
     ("change", "field", "fix"),
     [
-        ({"endpoints": [{"name": "e", "kind": "grpc", "base_url": "http://h/v1", "model": "m"}]},
-         "endpoints.0.kind", "openai"),
-        ({"endpoints": [{"name": "e", "kind": "openai", "base_url": "h/v1", "model": "m"}]},
-         "endpoints.0.base_url", "API root"),
+        (
+            {"endpoints": [{"name": "e", "kind": "grpc", "base_url": "http://h/v1", "model": "m"}]},
+            "endpoints.0.kind",
+            "openai",
+        ),
+        (
+            {"endpoints": [{"name": "e", "kind": "openai", "base_url": "h/v1", "model": "m"}]},
+            "endpoints.0.base_url",
+            "API root",
+        ),
         ({"schedule": {"kind": "open", "rate_per_s": 0}}, "rate_per_s", "requests per second"),
         ({"schedule": {"kind": "closed", "concurrency": 0}}, "concurrency", ">= 1"),
         ({"prompts": {}}, "prompts", "inline"),
         ({"requests": None}, "(top level)", None),
-        ({"endpoints": [{"name": "e", "kind": "openai", "base_url": "http://h/v1", "model": "m",
-                         "api_key": "sk-secret"}]}, "endpoints.0.api_key", None),
-        ({"endpoints": [{"name": "e", "kind": "openai", "base_url": "http://h/v1", "model": "m",
-                         "api_key_env": "not a var"}]}, "endpoints.0.api_key_env", "environment variable"),
-        ({"endpoints": [{"name": "e", "kind": "openai", "base_url": "http://h/v1", "model": "m",
-                         "prices": [{"input_per_mtok": 1, "output_per_mtok": 1}]}]}, "prices.0.effective_from",
-         "effective_from"),
+        (
+            {
+                "endpoints": [
+                    {"name": "e", "kind": "openai", "base_url": "http://h/v1", "model": "m", "api_key": "sk-secret"}
+                ]
+            },
+            "endpoints.0.api_key",
+            None,
+        ),
+        (
+            {
+                "endpoints": [
+                    {"name": "e", "kind": "openai", "base_url": "http://h/v1", "model": "m", "api_key_env": "not a var"}
+                ]
+            },
+            "endpoints.0.api_key_env",
+            "environment variable",
+        ),
+        (
+            {
+                "endpoints": [
+                    {
+                        "name": "e",
+                        "kind": "openai",
+                        "base_url": "http://h/v1",
+                        "model": "m",
+                        "prices": [{"input_per_mtok": 1, "output_per_mtok": 1}],
+                    }
+                ]
+            },
+            "prices.0.effective_from",
+            "effective_from",
+        ),
     ],
-)  # fmt: skip
+)
 def test_errors_name_the_field_and_the_fix(change: dict[str, object], field: str, fix: str | None) -> None:
     with pytest.raises(WorkloadError) as info:
         parse_workload(minimal(**change), source="w.yaml")
@@ -74,8 +106,11 @@ def test_never_ending_workload_is_rejected() -> None:
 
 
 def test_secret_in_the_file_is_rejected_without_echoing_it() -> None:
-    document = minimal(endpoints=[{"name": "e", "kind": "openai", "base_url": "http://h/v1", "model": "m",
-                                   "api_key": "sk-do-not-echo"}])  # fmt: skip
+    document = minimal(
+        endpoints=[
+            {"name": "e", "kind": "openai", "base_url": "http://h/v1", "model": "m", "api_key": "sk-do-not-echo"}
+        ]
+    )
     with pytest.raises(WorkloadError) as info:
         parse_workload(document)
     assert "sk-do-not-echo" not in str(info.value)
@@ -95,8 +130,10 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_prices_follow_their_effective_dates() -> None:
-    prices = [{"effective_from": "2025-01-01", "input_per_mtok": 1, "output_per_mtok": 2},
-              {"effective_from": "2026-03-01", "input_per_mtok": 0.5, "output_per_mtok": 1}]  # fmt: skip
+    prices = [
+        {"effective_from": "2025-01-01", "input_per_mtok": 1, "output_per_mtok": 2},
+        {"effective_from": "2026-03-01", "input_per_mtok": 0.5, "output_per_mtok": 1},
+    ]
     spec = {"name": "e", "kind": "openai", "base_url": "http://h/v1", "model": "m", "prices": prices}
     endpoint = parse_workload(minimal(endpoints=[spec])).endpoints[0]
     assert endpoint.prices_on(dt.date(2024, 12, 31)).input_per_mtok == 0.0
@@ -132,8 +169,13 @@ def test_synthetic_prompts_are_deterministic() -> None:
 
 
 def test_api_keys_come_from_the_named_environment_variable() -> None:
-    workload = parse_workload(minimal(endpoints=[{"name": "e", "kind": "openai", "base_url": "http://h/v1",
-                                                  "model": "m", "api_key_env": "MY_KEY"}]))  # fmt: skip
+    workload = parse_workload(
+        minimal(
+            endpoints=[
+                {"name": "e", "kind": "openai", "base_url": "http://h/v1", "model": "m", "api_key_env": "MY_KEY"}
+            ]
+        )
+    )
     keys = resolve_api_keys(workload, {"MY_KEY": "sk-abc"})
     assert isinstance(keys["e"], SecretStr) and "sk-abc" not in repr(keys)
     with pytest.raises(WorkloadError, match="MY_KEY is not set"):

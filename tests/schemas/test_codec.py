@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import Alert, RequestTiming, SchemaError, WindowStats, decode, encode, format_rfc3339_ns
-from schemas.codec import _decode_explained
-from schemas.timestamps import _canonical_ns as canonical_timestamp_ns
-from schemas.timestamps import _parse_general as general_parse
-from sinks.testing import make_alert, make_timing, make_window
+from tokenpulse.schemas import Alert, RequestTiming, SchemaError, WindowStats, decode, encode, format_rfc3339_ns
+from tokenpulse.schemas.codec import _decode_explained
+from tokenpulse.schemas.timestamps import _canonical_ns as canonical_timestamp_ns
+from tokenpulse.schemas.timestamps import _parse_general as general_parse
+from tokenpulse.sinks.testing import make_alert, make_timing, make_window
 
 
 def explained(raw: bytes | None) -> RequestTiming:

@@ -10,16 +10,25 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas import Alert, Quantiles, RequestTiming, SchemaError, WindowStats, decode, encode
-from schemas.export import export_json_schemas
+from tokenpulse.schemas import Alert, Quantiles, RequestTiming, SchemaError, WindowStats, decode, encode
+from tokenpulse.schemas.export import export_json_schemas
 
 T0 = 1_780_000_000_123_456_789
 
 
 def timing(**overrides: Any) -> RequestTiming:
-    fields: dict[str, Any] = dict(probe_id="p", started_at=T0, provider="groq", model="m",
-                                  endpoint="https://api.groq.com/openai/v1/chat/completions", workload="w",
-                                  prompt_id="q", status="ok", ttft_ms=12.5, e2e_ms=100.0)  # fmt: skip
+    fields: dict[str, Any] = dict(
+        probe_id="p",
+        started_at=T0,
+        provider="groq",
+        model="m",
+        endpoint="https://api.groq.com/openai/v1/chat/completions",
+        workload="w",
+        prompt_id="q",
+        status="ok",
+        ttft_ms=12.5,
+        e2e_ms=100.0,
+    )
     fields.update(overrides)
     return RequestTiming(**fields)
 
@@ -71,18 +80,49 @@ def test_timestamps_accept_offsets_and_aware_datetimes() -> None:
 
 def test_window_stats_and_alert_rules() -> None:
     q = Quantiles(p50=1, p95=2, p99=3, max=4)
-    stats = WindowStats(provider="p", model="m", workload="w", window="1m", window_start=T0,
-                        window_end=T0 + 60 * 10**9, count=3, error_count=1, error_rate=1 / 3, ttft_ms=q)  # fmt: skip
+    stats = WindowStats(
+        provider="p",
+        model="m",
+        workload="w",
+        window="1m",
+        window_start=T0,
+        window_end=T0 + 60 * 10**9,
+        count=3,
+        error_count=1,
+        error_rate=1 / 3,
+        ttft_ms=q,
+    )
     assert decode(WindowStats, encode(stats)) == stats
     assert stats.kafka_key() == b"p/m/w/1m"
     with pytest.raises(ValidationError, match="ordered"):
         Quantiles(p50=5, p95=2, p99=3, max=4)
     with pytest.raises(ValidationError, match="error_count"):
-        WindowStats(provider="p", model="m", workload="w", window="1m", window_start=T0, window_end=T0 + 1,
-                    count=1, error_count=2, error_rate=1.0)  # fmt: skip
-    alert = Alert(alert_id="a", rule="ttft", severity="critical", state="firing", provider="p", model="m",
-                  workload="w", metric="ttft_p95_ms", value=300.0, baseline=100.0, threshold=2.0,
-                  window_end=T0, message="TTFT p95 tripled")  # fmt: skip
+        WindowStats(
+            provider="p",
+            model="m",
+            workload="w",
+            window="1m",
+            window_start=T0,
+            window_end=T0 + 1,
+            count=1,
+            error_count=2,
+            error_rate=1.0,
+        )
+    alert = Alert(
+        alert_id="a",
+        rule="ttft",
+        severity="critical",
+        state="firing",
+        provider="p",
+        model="m",
+        workload="w",
+        metric="ttft_p95_ms",
+        value=300.0,
+        baseline=100.0,
+        threshold=2.0,
+        window_end=T0,
+        message="TTFT p95 tripled",
+    )
     assert decode(Alert, encode(alert)) == alert
 
 

@@ -7,20 +7,28 @@ import time
 
 import pytest
 
-from sinks.runner import SinkRunner
-from sinks.testing import MINUTE_NS, flux_count, make_window, produce, settings_for, wait_until
-from streams.rules import RuleEngine, parse_rules
+from tokenpulse.sinks.rules import RuleEngine, parse_rules
+from tokenpulse.sinks.runner import SinkRunner
+from tokenpulse.sinks.testing import MINUTE_NS, flux_count, make_window, produce, settings_for, wait_until
 
 pytestmark = pytest.mark.integration
 
 RULES = parse_rules(
     {
         "rules": [
-            {"name": "ttft-regression", "kind": "regression", "metric": "ttft_p95_ms", "worse_by_pct": 50,
-             "baseline_period": "1h", "min_samples": 30, "min_baseline_windows": 3, "for_windows": 1}
+            {
+                "name": "ttft-regression",
+                "kind": "regression",
+                "metric": "ttft_p95_ms",
+                "worse_by_pct": 50,
+                "baseline_period": "1h",
+                "min_samples": 30,
+                "min_baseline_windows": 3,
+                "for_windows": 1,
+            }
         ]
     }
-)  # fmt: skip
+)
 
 
 def test_baseline_survives_a_restart(kafka_bootstrap, influx, topic_prefix) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from sinks.influx_admin import downsample_flux, init_influx, task_name
-from sinks.lineprotocol import window_line
-from sinks.testing import make_window
+from tokenpulse.sinks.influx_admin import downsample_flux, init_influx, task_name
+from tokenpulse.sinks.lineprotocol import window_line
+from tokenpulse.sinks.testing import make_window
 
 pytestmark = pytest.mark.integration
 

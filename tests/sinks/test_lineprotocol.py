@@ -4,7 +4,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sinks.lineprotocol import (
+from tokenpulse.sinks.lineprotocol import (
     alert_line,
     build_line,
     escape_key,
@@ -12,7 +12,7 @@ from sinks.lineprotocol import (
     request_line_generic,
     window_line,
 )
-from sinks.testing import BASE_NS, make_alert, make_timing, make_window
+from tokenpulse.sinks.testing import BASE_NS, make_alert, make_timing, make_window
 
 
 def test_request_line_has_contract_tags_fields_and_time() -> None:
@@ -138,7 +138,15 @@ def test_fast_request_line_equals_the_generic_builder(
     tokens: int,
 ) -> None:
     event = make_timing(
-        provider=provider, region=region, status="error" if error else "ok", error_kind="timeout" if error else None,
-        ttft_ms=ttft, e2e_ms=2e6, tpot_ms=tpot, itl_p95_ms=itl, decode_tps=tps, completion_tokens=tokens,
-    )  # fmt: skip
+        provider=provider,
+        region=region,
+        status="error" if error else "ok",
+        error_kind="timeout" if error else None,
+        ttft_ms=ttft,
+        e2e_ms=2e6,
+        tpot_ms=tpot,
+        itl_p95_ms=itl,
+        decode_tps=tps,
+        completion_tokens=tokens,
+    )
     assert request_line(event) == request_line_generic(event)

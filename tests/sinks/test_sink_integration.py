@@ -9,10 +9,10 @@ import pytest
 from influxdb_client.client.write_api import SYNCHRONOUS
 from kafka import KafkaConsumer
 
-from schemas import RequestTiming
-from sinks.lineprotocol import request_line
-from sinks.runner import SinkRunner
-from sinks.testing import (
+from tokenpulse.schemas import RequestTiming
+from tokenpulse.sinks.lineprotocol import request_line
+from tokenpulse.sinks.runner import SinkRunner
+from tokenpulse.sinks.testing import (
     BASE_NS,
     MINUTE_NS,
     flux_count,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sinks.testing import BASE_NS, MINUTE_NS, make_timing, make_window, produce
-from stack.process import free_port
+from tokenpulse.sinks.testing import BASE_NS, MINUTE_NS, make_timing, make_window, produce
+from tokenpulse.stack.process import free_port
 from tokenpulse.testing import InfluxEndpoint
 from tokenpulse.testing.metrics import scrape_until
 
@@ -73,12 +73,26 @@ def test_sink_serves_sink_alerting_and_notifier_counters(
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "TOKENPULSE_CONFIG"}
     env.update(
-        TOKENPULSE_KAFKA_BOOTSTRAP=kafka_bootstrap, TOKENPULSE_TOPIC_PREFIX=topic_prefix,
-        TOKENPULSE_INFLUX_URL=influx.url, TOKENPULSE_INFLUX_TOKEN=influx.token, TOKENPULSE_INFLUX_ORG=influx.org,
-        TOKENPULSE_INFLUX_BUCKET=influx.bucket, TOKENPULSE_DATA_DIR=str(tmp_path / "data"),
-    )  # fmt: skip
-    argv = [sys.executable, "-m", "tokenpulse", "sink", "--rules", str(rules), "--webhook", receiver.url,
-            "--metrics-port", str(port)]  # fmt: skip
+        TOKENPULSE_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        TOKENPULSE_TOPIC_PREFIX=topic_prefix,
+        TOKENPULSE_INFLUX_URL=influx.url,
+        TOKENPULSE_INFLUX_TOKEN=influx.token,
+        TOKENPULSE_INFLUX_ORG=influx.org,
+        TOKENPULSE_INFLUX_BUCKET=influx.bucket,
+        TOKENPULSE_DATA_DIR=str(tmp_path / "data"),
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "tokenpulse",
+        "sink",
+        "--rules",
+        str(rules),
+        "--webhook",
+        receiver.url,
+        "--metrics-port",
+        str(port),
+    ]
     log = tmp_path / "sink.log"
     with log.open("wb") as out:
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from sinks.runner import SinkRunner
-from sinks.testing import BASE_NS, flux_count, make_timing, produce, settings_for, wait_until
+from tokenpulse.sinks.runner import SinkRunner
+from tokenpulse.sinks.testing import BASE_NS, flux_count, make_timing, produce, settings_for, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from sinks.lineprotocol import request_line
-from sinks.testing import make_timing
-from sinks.trends import plot_report, query_trends, report_csv, report_json
-from sinks.writer import InfluxWriter
+from tokenpulse.sinks.lineprotocol import request_line
+from tokenpulse.sinks.testing import make_timing
+from tokenpulse.sinks.trends import plot_report, query_trends, report_csv, report_json
+from tokenpulse.sinks.writer import InfluxWriter
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +33,20 @@ def test_trends_daily_p95_matches_numpy(influx, tmp_path) -> None:
                 ttft = float(round(rng.gamma(4.0, scale / 4.0), 3))
                 events.append(
                     make_timing(
-                        provider=provider, model="m1", workload="chat" if i % 5 else "batch",
+                        provider=provider,
+                        model="m1",
+                        workload="chat" if i % 5 else "batch",
                         started_at=started_at,
-                        status="error" if error else "ok", error_kind="http_5xx" if error else None,
-                        ttft_ms=None if error else ttft, e2e_ms=ttft + 1000.0, tpot_ms=None if error else 10.0,
-                        cost_usd=0.001, prompt_tokens=100, completion_tokens=100,
+                        status="error" if error else "ok",
+                        error_kind="http_5xx" if error else None,
+                        ttft_ms=None if error else ttft,
+                        e2e_ms=ttft + 1000.0,
+                        tpot_ms=None if error else 10.0,
+                        cost_usd=0.001,
+                        prompt_tokens=100,
+                        completion_tokens=100,
                     )
-                )  # fmt: skip
+                )
     writer = InfluxWriter(influx.url, influx.token, influx.org, influx.bucket)
     try:
         result = writer.write([request_line(e) for e in events])
@@ -49,8 +56,9 @@ def test_trends_daily_p95_matches_numpy(influx, tmp_path) -> None:
 
     with influx.client() as client:
         report = query_trends(client, influx.bucket, since="30d", now_ns=now_ns)
-        chat_only = query_trends(client, influx.bucket, since="30d", workload="chat", provider="slow-cloud",
-                                 now_ns=now_ns)  # fmt: skip
+        chat_only = query_trends(
+            client, influx.bucket, since="30d", workload="chat", provider="slow-cloud", now_ns=now_ns
+        )
 
     expected: dict[tuple, list[float]] = defaultdict(list)
     counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])

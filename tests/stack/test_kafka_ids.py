@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from stack import kafka
+from tokenpulse.stack import kafka
 
 
 def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:

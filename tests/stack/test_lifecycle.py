@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.process import ServiceProcess
+from tokenpulse.stack.process import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
@@ -19,8 +19,12 @@ pytestmark = pytest.mark.integration
 def tokenpulse(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tokenpulse", "stack", *args, "--home", str(home)],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
 
 
 def status_json(home: Path) -> tuple[int, dict]:

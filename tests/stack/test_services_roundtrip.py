@@ -137,8 +137,9 @@ def test_minimal_faust_app_updates_a_table(kafka_bootstrap: str, topic_name, tmp
     assert final == {"alpha": 30, "beta": 20}
     # The table is changelog-backed: its changelog topic exists on the broker with our updates.
     changelog = f"{app_id}-counts-changelog"
-    check = KafkaConsumer(changelog, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
-                          consumer_timeout_ms=5000)  # fmt: skip
+    check = KafkaConsumer(
+        changelog, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000
+    )
     latest = {record.key: record.value for record in check}
     check.close()
     assert len(latest) == 2

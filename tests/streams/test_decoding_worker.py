@@ -3,9 +3,9 @@
 import orjson
 import pytest
 
-from schemas import RequestTiming, SchemaError, decode
-from streams.decoding import TOMBSTONE_ERROR, decode_timing
-from streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey, default_keys, timing_records
+from tokenpulse.schemas import RequestTiming, SchemaError, decode
+from tokenpulse.streams.decoding import TOMBSTONE_ERROR, decode_timing
+from tokenpulse.streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey, default_keys, timing_records
 
 S = 1_000_000_000
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from streams.engine import Outcome, PartitionWindows, WindowConfig
-from streams.sketch import RELATIVE_ACCURACY
-from streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey, default_keys, exact_windows
+from tokenpulse.streams.engine import Outcome, PartitionWindows, WindowConfig
+from tokenpulse.streams.sketch import RELATIVE_ACCURACY
+from tokenpulse.streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey, default_keys, exact_windows
 
 S = 1_000_000_000
 M = 60 * S

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.sketch import RELATIVE_ACCURACY, QuantileSketch
+from tokenpulse.streams.sketch import RELATIVE_ACCURACY, QuantileSketch
 
 
 def assert_within_sketch_error(estimate, values, q):

@@ -6,10 +6,10 @@ import time
 import orjson
 import pytest
 
-from schemas import WindowStats, decode
-from streams.cli import worker_argv
-from streams.sketch import RELATIVE_ACCURACY
-from streams.testing import (
+from tokenpulse.schemas import WindowStats, decode
+from tokenpulse.streams.cli import worker_argv
+from tokenpulse.streams.sketch import RELATIVE_ACCURACY
+from tokenpulse.streams.testing import (
     DEFAULT_START_NS,
     TimingFactory,
     TimingKey,
@@ -286,7 +286,7 @@ def test_two_workers_split_the_partitions_and_emit_the_same_windows_as_one(pipel
     wrong = [key for key, count in expected.items() if key not in latest or latest[key].count != count]
     assert not wrong, f"{len(wrong)} windows wrong\n{pipeline.logs()}"
     # and the content equals what one worker computes from the same partitions (the pure engine here)
-    from streams.engine import PartitionWindows, WindowConfig
+    from tokenpulse.streams.engine import PartitionWindows, WindowConfig
 
     reference = PartitionWindows(0, WindowConfig.parse(["1m", "5m/1m"], "5s"))
     for offset, event in enumerate(events + sentinels(factory, keys, DEFAULT_START_NS + 3600 * S)):

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from stack.process import free_port
-from streams.cli import worker_argv
-from streams.testing import TimingFactory, WorkerProcess, create_topics, default_keys, produce, timing_records
+from tokenpulse.stack.process import free_port
+from tokenpulse.streams.cli import worker_argv
+from tokenpulse.streams.testing import (
+    TimingFactory,
+    WorkerProcess,
+    create_topics,
+    default_keys,
+    produce,
+    timing_records,
+)
 from tokenpulse.testing.metrics import scrape_until
 
 pytestmark = pytest.mark.integration

@@ -5,10 +5,10 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from schemas import encode
-from streams.app import WindowProcessor, WorkerConfig
-from streams.engine import PartitionWindows
-from streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey
+from tokenpulse.schemas import encode
+from tokenpulse.streams.app import WindowProcessor, WorkerConfig
+from tokenpulse.streams.engine import PartitionWindows
+from tokenpulse.streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey
 from tokenpulse.testing import FakeClock
 
 S = 1_000_000_000
@@ -17,9 +17,13 @@ S = 1_000_000_000
 def processor_with(clock, table=None):
     config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0)
     return WindowProcessor(
-        config, table=table or SimpleNamespace(data={}), stats_topic=None, dlq_topic=None,
-        source_topic="t.request-timings", monotonic=lambda: clock.monotonic_ns() / S,
-    )  # fmt: skip
+        config,
+        table=table or SimpleNamespace(data={}),
+        stats_topic=None,
+        dlq_topic=None,
+        source_topic="t.request-timings",
+        monotonic=lambda: clock.monotonic_ns() / S,
+    )
 
 
 def core_of(processor):
@@ -111,9 +115,12 @@ def journaled_processor(journal, windows=("1m",)):
     )
     config = WorkerConfig(windows=windows, grace="5s")
     return WindowProcessor(
-        config, table=table, stats_topic=JournalTopic(journal, "stats"), dlq_topic=JournalTopic(journal, "dlq"),
+        config,
+        table=table,
+        stats_topic=JournalTopic(journal, "stats"),
+        dlq_topic=JournalTopic(journal, "dlq"),
         source_topic="t.request-timings",
-    )  # fmt: skip
+    )
 
 
 def acking(journal, offset, value):

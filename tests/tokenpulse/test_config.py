@@ -12,17 +12,28 @@ from tokenpulse.config import ConfigError, load_settings
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KAFKA_BOOTSTRAP", "INFLUX_URL", "INFLUX_TOKEN", "INFLUX_ORG", "INFLUX_BUCKET", "TOPIC_PREFIX",
-                 "CONFIG"):  # fmt: skip
+    for name in (
+        "KAFKA_BOOTSTRAP",
+        "INFLUX_URL",
+        "INFLUX_TOKEN",
+        "INFLUX_ORG",
+        "INFLUX_BUCKET",
+        "TOPIC_PREFIX",
+        "CONFIG",
+    ):
         monkeypatch.delenv(f"TOKENPULSE_{name}", raising=False)
 
 
 def write_stack(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
-    (home / "stack.json").write_text(json.dumps({
-        "kafka": {"bootstrap": "127.0.0.1:1111"},
-        "influx": {"url": "http://127.0.0.1:2222", "token": "stack-token", "org": "o", "bucket": "b"},
-    }))  # fmt: skip
+    (home / "stack.json").write_text(
+        json.dumps(
+            {
+                "kafka": {"bootstrap": "127.0.0.1:1111"},
+                "influx": {"url": "http://127.0.0.1:2222", "token": "stack-token", "org": "o", "bucket": "b"},
+            }
+        )
+    )
 
 
 def test_environment_beats_yaml_beats_stack_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,8 +56,11 @@ def test_environment_beats_yaml_beats_stack_file(tmp_path: Path, monkeypatch: py
 def test_topic_names_follow_the_contract(tmp_path: Path) -> None:
     topics = load_settings(home=tmp_path).topics
     assert (topics.request_timings, topics.request_timings_dlq, topics.window_stats, topics.alerts) == (
-        "tokenpulse.request-timings", "tokenpulse.request-timings.dlq", "tokenpulse.window-stats", "tokenpulse.alerts",
-    )  # fmt: skip
+        "tokenpulse.request-timings",
+        "tokenpulse.request-timings.dlq",
+        "tokenpulse.window-stats",
+        "tokenpulse.alerts",
+    )
 
 
 def test_bad_value_names_the_setting_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

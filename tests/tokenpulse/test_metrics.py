@@ -15,15 +15,6 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from producers.adapters.wire import SocketReads
-from producers.probe import EndpointSummary, ProbeSummary
-from producers.publisher import KafkaPublisher, PublisherConfig
-from schemas import encode
-from sinks.consumer import SinkStats
-from sinks.notifiers import NotifierStats
-from sinks.testing import make_timing
-from streams.app import WindowProcessor, WorkerConfig
-from streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey
 from tokenpulse.errors import TokenpulseError
 from tokenpulse.metrics import (
     AlertingCollector,
@@ -36,6 +27,15 @@ from tokenpulse.metrics import (
     call_on_loop,
     serve_metrics,
 )
+from tokenpulse.producers.adapters.wire import SocketReads
+from tokenpulse.producers.probe import EndpointSummary, ProbeSummary
+from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig
+from tokenpulse.schemas import encode
+from tokenpulse.sinks.consumer import SinkStats
+from tokenpulse.sinks.notifiers import NotifierStats
+from tokenpulse.sinks.testing import make_timing
+from tokenpulse.streams.app import WindowProcessor, WorkerConfig
+from tokenpulse.streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey
 from tokenpulse.testing.metrics import Samples
 
 S = 1_000_000_000
@@ -109,8 +109,10 @@ def test_worker_collector_reports_processor_and_partition_counters_and_window_st
     assert before.value("tokenpulse_worker_events_redelivered_total") == 1
     assert before.value("tokenpulse_worker_pending_events") == 6
     assert before.value("tokenpulse_worker_dead_letters_total") == 0  # counted once the flush sent them
-    outcomes = {o: before.value("tokenpulse_worker_partition_events_total", partition="0", outcome=o)
-                for o in ("accepted", "duplicate", "replayed", "late")}  # fmt: skip
+    outcomes = {
+        o: before.value("tokenpulse_worker_partition_events_total", partition="0", outcome=o)
+        for o in ("accepted", "duplicate", "replayed", "late")
+    }
     assert outcomes == {"accepted": 2, "duplicate": 1, "replayed": 0, "late": 1}
     # the pane of [0 s, 60 s) closed and was dropped; the one of [60 s, 120 s) is open
     assert before.value("tokenpulse_worker_open_panes", partition="0") == 1

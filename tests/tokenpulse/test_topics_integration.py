@@ -10,10 +10,10 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-from producers.publisher import KafkaPublisher, PublisherConfig
-from sinks.testing import make_timing
-from streams.app import WorkerConfig, source_partitions
 from tokenpulse.config import Settings
+from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig
+from tokenpulse.sinks.testing import make_timing
+from tokenpulse.streams.app import WorkerConfig, source_partitions
 from tokenpulse.topics import ensure_topic, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from producers.adapters.openai import OpenAIAdapter
-from producers.stream import ChatRequest, StreamRecorder
+from tokenpulse.producers.adapters.openai import OpenAIAdapter
+from tokenpulse.producers.stream import ChatRequest, StreamRecorder
 
 
 def stream_to_end(adapter: OpenAIAdapter, request: ChatRequest, recorder: StreamRecorder) -> StreamRecorder:

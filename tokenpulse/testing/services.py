@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from stack.docker import docker_engine_answers
-from stack.native import NativeStack
 from tokenpulse.config import default_cache
+from tokenpulse.stack.docker import docker_engine_answers
+from tokenpulse.stack.native import NativeStack
 
 
 class ServiceUnavailable(RuntimeError):
@@ -104,17 +104,24 @@ class ServiceProvider:
             if not token:
                 raise ServiceUnavailable("TOKENPULSE_INFLUX_URL is set but TOKENPULSE_INFLUX_TOKEN is not")
             return InfluxEndpoint(
-                url, token, self.env.get("TOKENPULSE_INFLUX_ORG", "tokenpulse"),
+                url,
+                token,
+                self.env.get("TOKENPULSE_INFLUX_ORG", "tokenpulse"),
                 self.env.get("TOKENPULSE_INFLUX_BUCKET", "tokenpulse"),
-            )  # fmt: skip
+            )
         if self._docker_available():
             from testcontainers.influxdb2 import InfluxDb2Container
 
             token = secrets.token_urlsafe(24)
             container = InfluxDb2Container(
-                "influxdb:2.7", init_mode="setup", admin_token=token, username="tokenpulse",
-                password=secrets.token_urlsafe(12), org_name="tokenpulse", bucket="tokenpulse",
-            )  # fmt: skip
+                "influxdb:2.7",
+                init_mode="setup",
+                admin_token=token,
+                username="tokenpulse",
+                password=secrets.token_urlsafe(12),
+                org_name="tokenpulse",
+                bucket="tokenpulse",
+            )
             container.start()
             self._containers.append(container)
             return InfluxEndpoint(container.get_url(), token, "tokenpulse", "tokenpulse")

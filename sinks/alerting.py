@@ -17,8 +17,8 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from schemas import Alert, SchemaError, WindowStats, decode, encode
-from streams.rules import RuleEngine
+from tokenpulse.schemas import Alert, SchemaError, WindowStats, decode, encode
+from tokenpulse.sinks.rules import RuleEngine
 
 log = logging.getLogger(__name__)
 

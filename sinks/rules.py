@@ -29,16 +29,28 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas import Alert, Severity, WindowStats
 from tokenpulse.errors import TokenpulseError
+from tokenpulse.schemas import Alert, Severity, WindowStats
 from tokenpulse.yamlfile import read_yaml_mapping
 
 Metric = Literal[
-    "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "ttft_max_ms",
-    "e2e_p50_ms", "e2e_p95_ms", "e2e_p99_ms", "e2e_max_ms",
-    "tpot_p50_ms", "tpot_p95_ms", "tpot_p99_ms", "tpot_max_ms",
-    "error_rate", "decode_tps_p50", "cost_per_1k_tokens", "projected_30d_cost_usd",
-]  # fmt: skip
+    "ttft_p50_ms",
+    "ttft_p95_ms",
+    "ttft_p99_ms",
+    "ttft_max_ms",
+    "e2e_p50_ms",
+    "e2e_p95_ms",
+    "e2e_p99_ms",
+    "e2e_max_ms",
+    "tpot_p50_ms",
+    "tpot_p95_ms",
+    "tpot_p99_ms",
+    "tpot_max_ms",
+    "error_rate",
+    "decode_tps_p50",
+    "cost_per_1k_tokens",
+    "projected_30d_cost_usd",
+]
 _LOWER_IS_WORSE = frozenset({"decode_tps_p50"})
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _UNIT_NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
@@ -401,12 +413,20 @@ class RuleEngine:
         metric = "error_rate" if isinstance(rule, ErrorRateRule) else rule.metric
         threshold = verdict.threshold if verdict is not None else float(getattr(rule, "above", None) or 0.0)
         return Alert(
-            alert_id=state.alert_id, rule=rule.name, severity=rule.severity, state=alert_state,
-            provider=key[1], model=key[2], workload=key[3], metric=metric,
+            alert_id=state.alert_id,
+            rule=rule.name,
+            severity=rule.severity,
+            state=alert_state,
+            provider=key[1],
+            model=key[2],
+            workload=key[3],
+            metric=metric,
             value=None if verdict is None else verdict.value,
             baseline=None if verdict is None else verdict.baseline,
-            threshold=threshold, window_end=end, message=f"{key[1]}/{key[2]} [{key[3]}, {key[4]}]: {message}",
-        )  # fmt: skip
+            threshold=threshold,
+            window_end=end,
+            message=f"{key[1]}/{key[2]} [{key[3]}, {key[4]}]: {message}",
+        )
 
     def _no_data_alert(
         self, rule: Rule, key: StateKey, state: _KeyState, alert_state: Literal["firing", "resolved"], end: int
@@ -414,11 +434,20 @@ class RuleEngine:
         after_s = parse_duration_ns(rule.no_data.after) / 1e9
         verb = "has sent no window for" if alert_state == "firing" else "reports again after silence of over"
         return Alert(
-            alert_id=state.no_data_alert_id, rule=rule.name, severity=rule.severity, state=alert_state,
-            provider=key[1], model=key[2], workload=key[3], metric="no_data", value=None, baseline=None,
-            threshold=after_s, window_end=end,
+            alert_id=state.no_data_alert_id,
+            rule=rule.name,
+            severity=rule.severity,
+            state=alert_state,
+            provider=key[1],
+            model=key[2],
+            workload=key[3],
+            metric="no_data",
+            value=None,
+            baseline=None,
+            threshold=after_s,
+            window_end=end,
             message=f"{key[1]}/{key[2]} [{key[3]}, {key[4]}] {verb} {rule.no_data.after}",
-        )  # fmt: skip
+        )
 
     def baseline_period_ns(self) -> int | None:
         """The longest ``baseline_period`` of the regression and cost rules; ``None`` if there are none."""
@@ -436,9 +465,10 @@ class RuleEngine:
                     if value is not None:
                         metrics[rule.metric] = value
             samples.append(
-                BaselineSample(stats.provider, stats.model, stats.workload, stats.window, stats.window_end,
-                               stats.count, metrics)
-            )  # fmt: skip
+                BaselineSample(
+                    stats.provider, stats.model, stats.workload, stats.window, stats.window_end, stats.count, metrics
+                )
+            )
         return self.seed_samples(samples)
 
     def seed_samples(self, samples: Iterable[BaselineSample]) -> int:

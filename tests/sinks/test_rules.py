@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from sinks.testing import BASE_NS, MINUTE_NS, make_window
-from streams.rules import RuleEngine, RulesError, load_rules, metric_value, parse_duration_ns, parse_rules
+from tokenpulse.sinks.rules import RuleEngine, RulesError, load_rules, metric_value, parse_duration_ns, parse_rules
+from tokenpulse.sinks.testing import BASE_NS, MINUTE_NS, make_window
 
 
 def _engine(*rules: dict) -> RuleEngine:

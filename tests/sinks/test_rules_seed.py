@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sinks.testing import BASE_NS, MINUTE_NS, make_window
-from streams.rules import BaselineSample, RuleEngine, parse_duration_ns, parse_rules
+from tokenpulse.sinks.rules import BaselineSample, RuleEngine, parse_duration_ns, parse_rules
+from tokenpulse.sinks.testing import BASE_NS, MINUTE_NS, make_window
 
 REGRESSION = {
     "name": "ttft-regression",
@@ -21,9 +21,15 @@ def _engine(*rules: dict) -> RuleEngine:
 
 
 def _sample(i: int, ttft_p95_ms: float, **overrides: object) -> BaselineSample:
-    values: dict = {"provider": "simulated", "model": "sim-small", "workload": "chat", "window": "1m",
-                    "window_end": BASE_NS + i * MINUTE_NS, "count": 60,
-                    "metrics": {"ttft_p95_ms": ttft_p95_ms, "count": 60.0}}  # fmt: skip
+    values: dict = {
+        "provider": "simulated",
+        "model": "sim-small",
+        "workload": "chat",
+        "window": "1m",
+        "window_end": BASE_NS + i * MINUTE_NS,
+        "count": 60,
+        "metrics": {"ttft_p95_ms": ttft_p95_ms, "count": 60.0},
+    }
     values.update(overrides)
     return BaselineSample(**values)
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from pydantic import AnyUrl, BaseModel, ConfigDict
 
-from sinks.notifiers import AlertmanagerNotifier, Notifier, SlackNotifier, WebhookNotifier
-from sinks.runner import SinkRunner
-from sinks.testing import BASE_NS, MINUTE_NS, flux_count, make_window, produce, settings_for, wait_until
-from streams.rules import parse_rules
+from tokenpulse.sinks.notifiers import AlertmanagerNotifier, Notifier, SlackNotifier, WebhookNotifier
+from tokenpulse.sinks.rules import parse_rules
+from tokenpulse.sinks.runner import SinkRunner
+from tokenpulse.sinks.testing import BASE_NS, MINUTE_NS, flux_count, make_window, produce, settings_for, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +66,20 @@ class PostableAlert(BaseModel):
 
 RULES = {
     "rules": [
-        {"name": "ttft-regression", "kind": "regression", "metric": "ttft_p95_ms", "worse_by_pct": 50,
-         "baseline_period": "1h", "min_samples": 30, "min_baseline_windows": 3, "for_windows": 2,
-         "clear_windows": 2, "severity": "critical"}
+        {
+            "name": "ttft-regression",
+            "kind": "regression",
+            "metric": "ttft_p95_ms",
+            "worse_by_pct": 50,
+            "baseline_period": "1h",
+            "min_samples": 30,
+            "min_baseline_windows": 3,
+            "for_windows": 2,
+            "clear_windows": 2,
+            "severity": "critical",
+        }
     ]
-}  # fmt: skip
+}
 
 
 def test_regression_fires_once_and_resolves_once(kafka_bootstrap, influx, topic_prefix) -> None:
@@ -103,8 +112,9 @@ def test_regression_fires_once_and_resolves_once(kafka_bootstrap, influx, topic_
             receiver.close()
 
     assert [(a.state, (a.window_end - BASE_NS) // MINUTE_NS) for a in engine.alerts] == [
-        ("firing", 8), ("resolved", 12),
-    ]  # fmt: skip
+        ("firing", 8),
+        ("resolved", 12),
+    ]
     states = [body["state"] for _, body in webhook.bodies]
     assert states == ["firing", "resolved"]
     firing = webhook.bodies[0][1]
