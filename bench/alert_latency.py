@@ -45,10 +45,10 @@ from tokenpulse.sinks.alerting import AlertEngine
 from tokenpulse.sinks.notifiers import WebhookNotifier
 from tokenpulse.sinks.rules import parse_rules
 from tokenpulse.sinks.runner import SinkRunner
-from tokenpulse.sinks.testing import MINUTE_NS, make_timing, make_window, settings_for, wait_until
 from tokenpulse.streams.cli import worker_argv
-from tokenpulse.streams.testing import WorkerProcess, create_topics
 from tokenpulse.testing.services import InfluxEndpoint, unique_name
+from tokenpulse.testing.sinks import MINUTE_NS, make_timing, make_window, settings_for, wait_until
+from tokenpulse.testing.streams import WorkerProcess, create_topics
 
 BUDGET_S = 10.0
 RULES = parse_rules(

@@ -30,8 +30,8 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from tokenpulse.schemas import encode
 from tokenpulse.sinks.lineprotocol import request_line
 from tokenpulse.sinks.runner import SinkRunner
-from tokenpulse.sinks.testing import BASE_NS, make_timing, produce, settings_for
 from tokenpulse.testing.services import InfluxEndpoint, unique_name
+from tokenpulse.testing.sinks import BASE_NS, make_timing, produce, settings_for
 
 BATCH = 10_000
 

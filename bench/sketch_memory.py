@@ -14,7 +14,7 @@ import gc
 import tracemalloc
 
 from tokenpulse.streams.engine import PartitionWindows, WindowConfig
-from tokenpulse.streams.testing import DEFAULT_START_NS, TimingFactory, default_keys
+from tokenpulse.testing.streams import DEFAULT_START_NS, TimingFactory, default_keys
 
 S = 1_000_000_000
 

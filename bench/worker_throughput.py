@@ -310,7 +310,7 @@ def main() -> None:
         child(args)
         return
 
-    from tokenpulse.streams.testing import (
+    from tokenpulse.testing.streams import (
         TimingFactory,
         balanced_keys,
         create_topics,

@@ -82,7 +82,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a workload against its endpoints and publish one event per request to Kafka."""
         from tokenpulse.config import load_settings
-        from tokenpulse.metrics import ProbeCollector, PublisherCollector, serve_metrics
+        from tokenpulse.metrics import serve_metrics
+        from tokenpulse.producers.metrics import ProbeCollector, PublisherCollector
         from tokenpulse.producers.probe import new_summary, publisher_for, run_workload
         from tokenpulse.producers.report import summary_table
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import email.utils
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import httpx
 
 from tokenpulse.errors import TokenpulseError
+from tokenpulse.retry import parse_retry_after
 from tokenpulse.schemas import ErrorKind
 
 
@@ -50,24 +49,6 @@ def kind_for_status(status: int) -> ErrorKind:
     if status >= 500:
         return "http_5xx"
     return "invalid_response"  # a 1xx/3xx where a stream was expected
-
-
-def parse_retry_after(value: str | None, now_s: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta seconds or an HTTP date; ``None`` if absent/bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - now_s()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
 
 def failure_for_status(status: int, headers: httpx.Headers | None, body: str = "") -> ProbeFailure:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from tokenpulse.formatting import format_number
 from tokenpulse.producers.adapters.wire import SocketReads
 from tokenpulse.producers.probe import ProbeSummary
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def _kernel_share(reads: SocketReads | None) -> str:
@@ -43,10 +40,10 @@ def summary_table(summary: ProbeSummary, title: str | None = None) -> Table:
             name,
             str(ep.requests),
             f"[red]{ep.errors}[/red]" if ep.errors else "0",
-            _fmt(ep.quantile("ttft_ms", 50)),
-            _fmt(ep.quantile("ttft_ms", 95)),
-            _fmt(ep.quantile("decode_tps", 50)),
-            _fmt(ep.quantile("schedule_lag_ms", 99), 2),
+            format_number(ep.quantile("ttft_ms", 50), 1, grouping=True),
+            format_number(ep.quantile("ttft_ms", 95), 1, grouping=True),
+            format_number(ep.quantile("decode_tps", 50), 1, grouping=True),
+            format_number(ep.quantile("schedule_lag_ms", 99), 2, grouping=True),
             _kernel_share(ep.socket_reads),
             f"{ep.cost_usd:.6f}",
             kinds,

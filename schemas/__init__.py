@@ -1,6 +1,7 @@
 """Pydantic models of every event that crosses a tokenpulse topic. Imports nothing else of ours."""
 
 from tokenpulse.schemas.codec import SchemaError, decode, encode
+from tokenpulse.schemas.deadletter import DeadLetter
 from tokenpulse.schemas.events import (
     SCHEMA_VERSION,
     Alert,
@@ -18,6 +19,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Alert",
     "AlertState",
+    "DeadLetter",
     "ErrorKind",
     "Quantiles",
     "RequestTiming",

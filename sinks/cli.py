@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenpulse.config import load_settings
+from tokenpulse.formatting import format_number
 from tokenpulse.metrics import DEFAULT_METRICS_HOST, MetricsEndpoint, MetricsHostOpt, MetricsPortOpt
 from tokenpulse.sinks.notifiers import AlertmanagerNotifier, Notifier, SlackNotifier, WebhookNotifier
 
@@ -24,10 +25,6 @@ class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def register(app: typer.Typer) -> None:
@@ -113,14 +110,14 @@ def register(app: typer.Typer) -> None:
                     str(r.day),
                     f"{r.provider}/{r.model}",
                     str(r.requests),
-                    _fmt(r.error_rate * 100),
-                    _fmt(r.ttft_p50_ms),
-                    _fmt(r.ttft_p95_ms),
-                    _fmt(r.e2e_p50_ms),
-                    _fmt(r.e2e_p95_ms),
-                    _fmt(r.tpot_p95_ms, 2),
-                    _fmt(r.tokens_per_s),
-                    _fmt(r.cost_per_1k_tokens, 5),
+                    format_number(r.error_rate * 100, 1),
+                    format_number(r.ttft_p50_ms, 1),
+                    format_number(r.ttft_p95_ms, 1),
+                    format_number(r.e2e_p50_ms, 1),
+                    format_number(r.e2e_p95_ms, 1),
+                    format_number(r.tpot_p95_ms, 2),
+                    format_number(r.tokens_per_s, 1),
+                    format_number(r.cost_per_1k_tokens, 5),
                 )
             out.print(daily)
             scope = f"workload {workload}" if workload else "all workloads"
@@ -143,13 +140,13 @@ def register(app: typer.Typer) -> None:
                 compare.add_row(
                     f"{c.provider}/{c.model}",
                     str(c.requests),
-                    _fmt(c.error_rate * 100),
-                    _fmt(c.ttft_p50_ms),
-                    _fmt(c.ttft_p95_ms),
-                    _fmt(c.e2e_p95_ms),
-                    _fmt(c.tpot_p95_ms, 2),
-                    _fmt(c.tokens_per_s),
-                    _fmt(c.cost_per_1k_tokens, 5),
+                    format_number(c.error_rate * 100, 1),
+                    format_number(c.ttft_p50_ms, 1),
+                    format_number(c.ttft_p95_ms, 1),
+                    format_number(c.e2e_p95_ms, 1),
+                    format_number(c.tpot_p95_ms, 2),
+                    format_number(c.tokens_per_s, 1),
+                    format_number(c.cost_per_1k_tokens, 5),
                     f"${c.cost_usd:.2f}",
                     f"${c.projected_30d_cost_usd:.2f}",
                 )

@@ -23,36 +23,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import BaseModel
 
-from tokenpulse.schemas import SchemaError, decode
+from tokenpulse.schemas import DeadLetter, SchemaError, decode
 from tokenpulse.sinks.writer import InfluxWriter, WriteAborted, WriteResult
 
 log = logging.getLogger(__name__)
 
 EventT = TypeVar("EventT", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One record that cannot be written: its original key and bytes, and why."""
-
-    key: bytes | None
-    value: bytes | None
-    error: str
-    source_topic: str
-    partition: int
-    offset: int
-    line: str | None = None
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        found = [
-            ("error", self.error.encode()[:4000]),
-            ("source-topic", self.source_topic.encode()),
-            ("source-partition", str(self.partition).encode()),
-            ("source-offset", str(self.offset).encode()),
-        ]
-        if self.line is not None:
-            found.append(("rejected-line", self.line.encode()[:8000]))
-        return found
 
 
 @dataclass

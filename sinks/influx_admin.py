@@ -12,11 +12,17 @@ from typing import Any
 from influxdb_client.domain.bucket_retention_rules import BucketRetentionRules
 from influxdb_client.domain.task_create_request import TaskCreateRequest
 
+from tokenpulse.durations import parse_duration_ns
 from tokenpulse.errors import TokenpulseError
 from tokenpulse.sinks.flux import flux_literal, render
-from tokenpulse.sinks.rules import parse_duration_ns
 
 TASK_PREFIX = "tokenpulse-downsample-llm-window"
+
+
+def create_bucket(client: Any, org: str, name: str) -> str:
+    """Create bucket ``name`` in ``org`` (infinite retention) and return its name."""
+    client.buckets_api().create_bucket(bucket_name=name, org=org)
+    return name
 
 
 def task_name(bucket: str) -> str:

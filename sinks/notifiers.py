@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
+from tokenpulse.retry import Backoff, parse_retry_after
 from tokenpulse.schemas import Alert, format_rfc3339_ns
-from tokenpulse.sinks.retry import Backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
 

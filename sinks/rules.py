@@ -18,7 +18,6 @@ and a cooldown after resolving, so one incident gives exactly one firing and one
 from __future__ import annotations
 
 import hashlib
-import re
 import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -29,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tokenpulse.durations import parse_duration_ns
 from tokenpulse.errors import TokenpulseError
 from tokenpulse.schemas import Alert, Severity, WindowStats
 from tokenpulse.yamlfile import read_yaml_mapping
@@ -52,20 +52,10 @@ Metric = Literal[
     "projected_30d_cost_usd",
 ]
 _LOWER_IS_WORSE = frozenset({"decode_tps_p50"})
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
-_UNIT_NS = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
 
 
 class RulesError(TokenpulseError):
     """A rules file that cannot be used; the message names the rule, the field and the fix."""
-
-
-def parse_duration_ns(text: str) -> int:
-    """``"90s"``, ``"10m"``, ``"24h"``, ``"7d"``, ``"500ms"`` in nanoseconds."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not a duration like 30s, 10m, 24h or 7d")
-    return int(match[1]) * _UNIT_NS[match[2]]
 
 
 def metric_value(stats: WindowStats, metric: str) -> float | None:

@@ -20,12 +20,13 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
 from tokenpulse.config import Settings
-from tokenpulse.metrics import MetricsEndpoint, serve_metrics, sink_runner_collectors
+from tokenpulse.metrics import MetricsEndpoint, serve_metrics
 from tokenpulse.schemas import Alert, RequestTiming, WindowStats
 from tokenpulse.sinks.alerting import AlertEngine
 from tokenpulse.sinks.baseline import seed_from_influx
 from tokenpulse.sinks.consumer import EventLineCodec, KafkaInfluxSink
 from tokenpulse.sinks.lineprotocol import alert_line, request_line, window_line
+from tokenpulse.sinks.metrics import sink_runner_collectors
 from tokenpulse.sinks.notifiers import NotificationDispatcher, Notifier
 from tokenpulse.sinks.rules import RuleEngine, RuleSet
 from tokenpulse.sinks.writer import InfluxWriter

@@ -16,9 +16,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tokenpulse.durations import parse_duration_ns
 from tokenpulse.errors import TokenpulseError
 from tokenpulse.sinks.flux import render
-from tokenpulse.sinks.rules import parse_duration_ns
 
 _FIELD_NAMES = {"ttft_ms": "ttft", "e2e_ms": "e2e", "tpot_ms": "tpot", "decode_tps": "decode_tps"}
 

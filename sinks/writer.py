@@ -26,7 +26,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from pydantic import SecretStr
 
-from tokenpulse.sinks.retry import Backoff, parse_retry_after
+from tokenpulse.retry import Backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class InfluxWriter:
             if status == 413:
                 raise _Rejected(f"HTTP 413: {message}") from None
             headers: Any = exc.headers or {}
-            retry_after = parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None
+            retry_after = parse_retry_after(headers.get("Retry-After"), cap_s=300.0) if status in (429, 503) else None
             hint = _hint(status, self.bucket)
             raise _Transient(f"HTTP {status}: {message}{hint}", retry_after) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:

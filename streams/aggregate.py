@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from tokenpulse.durations import NANOS_PER_SECOND
 from tokenpulse.schemas import RequestTiming, WindowStats
 from tokenpulse.streams.sketch import QuantileSketch
 
-NANOS_PER_SECOND = 1_000_000_000
 THIRTY_DAYS_S = 30 * 86_400
 
 

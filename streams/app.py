@@ -29,9 +29,10 @@ import faust
 from faust.types import TP
 
 from tokenpulse.config import Settings
-from tokenpulse.metrics import MetricsEndpoint, WorkerCollector, serve_metrics
+from tokenpulse.metrics import MetricsEndpoint, serve_metrics
 from tokenpulse.streams.core import WindowCore
 from tokenpulse.streams.engine import WindowConfig, record_partition
+from tokenpulse.streams.metrics import WorkerCollector
 from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS, ensure_topic, too_few_partitions
 
 log = logging.getLogger("tokenpulse.worker")
@@ -268,7 +269,7 @@ class WindowProcessor:
             # phases only re-emits the same windows (idempotent downstream).
             outputs: list[Any] = []
             for letter in output.dead_letters:
-                headers = [("error", letter.error.encode()), ("source-topic", self.source_topic.encode())]
+                headers = letter.headers(self.source_topic)
                 outputs.append(await self.dlq_topic.send(key=letter.key, value=letter.value, headers=headers))
             for window_key, window in output.windows:
                 outputs.append(await self.stats_topic.send(key=window_key, value=window))

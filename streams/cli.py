@@ -13,9 +13,10 @@ from typing import Annotated
 import typer
 
 from tokenpulse.config import load_settings
+from tokenpulse.durations import DurationError, parse_duration_ns
 from tokenpulse.errors import TokenpulseError
 from tokenpulse.metrics import DEFAULT_METRICS_HOST, MetricsEndpoint, MetricsHostOpt, MetricsPortOpt
-from tokenpulse.streams.windows import WindowSpecError, parse_duration_ns, parse_window_specs
+from tokenpulse.streams.windows import WindowSpecError, parse_window_specs
 from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS
 
 
@@ -49,7 +50,7 @@ def worker(
     try:
         parse_window_specs(window_list)
         parse_duration_ns(grace)
-    except WindowSpecError as exc:
+    except (WindowSpecError, DurationError) as exc:
         raise TokenpulseError(f"--windows/--grace: {exc}") from None
     if partitions < 1:
         raise TokenpulseError("--partitions must be at least 1")

@@ -12,18 +12,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from tokenpulse.schemas import SchemaError, encode
+from tokenpulse.durations import NANOS_PER_SECOND
+from tokenpulse.schemas import DeadLetter, SchemaError, encode
 from tokenpulse.streams.decoding import decode_timing
 from tokenpulse.streams.engine import ChangelogRecord, PartitionCounters, PartitionWindows, WindowConfig
-
-NANOS_PER_SECOND = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    key: bytes | None
-    value: bytes | None
-    error: str
 
 
 @dataclass

@@ -25,11 +25,12 @@ from typing import Any
 
 import orjson
 
+from tokenpulse.durations import parse_duration_ns
 from tokenpulse.schemas import RequestTiming, WindowStats
 from tokenpulse.streams.aggregate import PaneAccumulator, StatsKey, window_stats
 from tokenpulse.streams.dedup import DedupHorizon
 from tokenpulse.streams.watermark import Watermark
-from tokenpulse.streams.windows import WindowSpec, pane_size_ns, parse_duration_ns, parse_window_specs
+from tokenpulse.streams.windows import WindowSpec, pane_size_ns, parse_window_specs
 
 ChangelogRecord = tuple[bytes, bytes | None]
 

@@ -8,33 +8,14 @@ of the configured specs; each event updates exactly one pane and a window is the
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-NANOS_PER_UNIT = {"ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
-NANOS_PER_UNIT["d"] = 24 * NANOS_PER_UNIT["h"]
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+from tokenpulse.durations import DurationError, format_duration, parse_duration_ns
 
 
 class WindowSpecError(ValueError):
-    """A window or duration spec that cannot be parsed; the message shows the accepted form."""
-
-
-def parse_duration_ns(text: str) -> int:
-    """Nanoseconds of a duration such as ``500ms``, ``10s``, ``1m``, ``2h`` or ``1d``."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise WindowSpecError(f"duration {text!r} is not <number><ms|s|m|h|d>, e.g. '10s' or '1m'")
-    return int(match[1]) * NANOS_PER_UNIT[match[2]]
-
-
-def format_duration(ns: int) -> str:
-    """The shortest ``<n><unit>`` label of a whole number of seconds (the ``WindowStats.window`` form)."""
-    for unit in ("d", "h", "m", "s"):
-        if ns % NANOS_PER_UNIT[unit] == 0:
-            return f"{ns // NANOS_PER_UNIT[unit]}{unit}"
-    raise WindowSpecError(f"window of {ns} ns is not a whole number of seconds")
+    """A window spec that cannot be parsed; the message shows the accepted form."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +37,12 @@ class WindowSpec:
     def parse(cls, text: str) -> WindowSpec:
         """``"1m"`` (tumbling) or ``"5m/1m"`` (5 minutes long, every minute)."""
         size, _, step = text.partition("/")
-        size_ns = parse_duration_ns(size)
-        spec = cls(size_ns, parse_duration_ns(step) if step else size_ns)
-        format_duration(spec.size_ns)  # reject sub-second windows early: WindowStats.window needs a label
+        try:
+            size_ns = parse_duration_ns(size)
+            spec = cls(size_ns, parse_duration_ns(step) if step else size_ns)
+            format_duration(spec.size_ns)  # reject sub-second windows early: WindowStats.window needs a label
+        except DurationError as exc:
+            raise WindowSpecError(f"window {text!r}: {exc}") from None
         return spec
 
     @property

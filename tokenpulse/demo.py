@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -22,6 +23,8 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from tokenpulse.formatting import format_number
 
 DEMO_WINDOW = "10s"
 QUERIES = Path(__file__).parent / "queries"
@@ -143,14 +146,13 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
     from tokenpulse.producers.report import summary_table
     from tokenpulse.producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig
     from tokenpulse.producers.simulator.server import SimulatorServer
-    from tokenpulse.sinks.influx_admin import init_influx
+    from tokenpulse.sinks.influx_admin import create_bucket, init_influx
     from tokenpulse.sinks.notifiers import WebhookNotifier
     from tokenpulse.sinks.rules import parse_rules
     from tokenpulse.sinks.runner import SinkRunner
     from tokenpulse.sinks.trends import plot_report, query_trends
     from tokenpulse.stack.native import NativeStack
     from tokenpulse.streams.cli import worker_argv
-    from tokenpulse.testing.services import InfluxEndpoint
 
     t0 = time.monotonic()
 
@@ -161,20 +163,19 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
     NativeStack(home or default_home(), default_cache(), say=lambda m: console.print(f"         [dim]{m}[/dim]")).up()
     base = load_settings(home=home or default_home())
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    endpoint = InfluxEndpoint(
-        base.influx_url, base.influx_token.get_secret_value(), base.influx_org, base.influx_bucket
-    ).with_new_bucket(f"demo-{run_id}")
+    token = base.influx_token.get_secret_value()
+    with InfluxDBClient(url=base.influx_url, token=token, org=base.influx_org) as client:
+        bucket = create_bucket(client, base.influx_org, f"demo-{run_id}-{secrets.token_hex(5)}")
+        init_influx(client, base.influx_org, bucket)
     settings = base.model_copy(
         update={
             "topic_prefix": f"demo-{run_id}",
-            "influx_bucket": endpoint.bucket,
+            "influx_bucket": bucket,
             "data_dir": Path(base.data_dir) / f"demo-{run_id}",
         }
     )
-    with InfluxDBClient(url=endpoint.url, token=endpoint.token, org=endpoint.org) as client:
-        init_influx(client, endpoint.org, endpoint.bucket)
     step(
-        f"topics [bold]{settings.topic_prefix}.*[/bold], InfluxDB bucket [bold]{endpoint.bucket}[/bold] "
+        f"topics [bold]{settings.topic_prefix}.*[/bold], InfluxDB bucket [bold]{bucket}[/bold] "
         "(+ hourly rollup bucket and downsampling task)"
     )
 
@@ -201,9 +202,9 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
         TOKENPULSE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         TOKENPULSE_TOPIC_PREFIX=settings.topic_prefix,
         TOKENPULSE_INFLUX_URL=settings.influx_url,
-        TOKENPULSE_INFLUX_TOKEN=endpoint.token,
+        TOKENPULSE_INFLUX_TOKEN=token,
         TOKENPULSE_INFLUX_ORG=settings.influx_org,
-        TOKENPULSE_INFLUX_BUCKET=endpoint.bucket,
+        TOKENPULSE_INFLUX_BUCKET=bucket,
         TOKENPULSE_DATA_DIR=str(settings.data_dir),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -243,11 +244,11 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
         sim.stop()
         webhook.stop()
 
-    with InfluxDBClient(url=endpoint.url, token=endpoint.token, org=endpoint.org, timeout=60_000) as client:
+    with InfluxDBClient(url=settings.influx_url, token=token, org=settings.influx_org, timeout=60_000) as client:
         windows = client.query_api().query(
-            (QUERIES / "demo_windows.flux").read_text(), params={"bucket": endpoint.bucket, "window": DEMO_WINDOW}
+            (QUERIES / "demo_windows.flux").read_text(), params={"bucket": bucket, "window": DEMO_WINDOW}
         )
-        report = query_trends(client, endpoint.bucket, since="1d")
+        report = query_trends(client, bucket, since="1d")
     window_rows = [r.values for t in windows for r in t.records]
     _print_windows(console, window_rows)
     _print_alerts(console, webhook.bodies)
@@ -261,7 +262,7 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
     step(f"webhook received {states}: {verdict}")
     console.print(
         f'\nThe stack keeps running. Try:\n  eval "$(tokenpulse stack env)"\n'
-        f"  TOKENPULSE_INFLUX_BUCKET={endpoint.bucket} tokenpulse trends --since 1d\n  tokenpulse stack down"
+        f"  TOKENPULSE_INFLUX_BUCKET={bucket} tokenpulse trends --since 1d\n  tokenpulse stack down"
     )
     if states != ["firing", "resolved"]:
         sys.exit(1)
@@ -322,11 +323,11 @@ def _print_comparison(console: Console, report: Any) -> None:
             f"{c.provider}/{c.model}",
             str(c.requests),
             f"{c.error_rate * 100:.1f}",
-            _fmt(c.ttft_p50_ms),
-            _fmt(c.ttft_p95_ms),
-            _fmt(c.e2e_p95_ms),
-            _fmt(c.tokens_per_s),
-            _fmt(c.cost_per_1k_tokens, 5),
+            format_number(c.ttft_p50_ms, 0),
+            format_number(c.ttft_p95_ms, 0),
+            format_number(c.e2e_p95_ms, 0),
+            format_number(c.tokens_per_s, 0),
+            format_number(c.cost_per_1k_tokens, 5),
             f"${c.projected_30d_cost_usd:.2f}",
         )
     console.print(table)
@@ -368,7 +369,3 @@ def plot_windows(rows: list[dict[str, Any]], alerts: list[dict[str, Any]], path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def _fmt(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,4 +1,4 @@
-"""OpenAI-compatible chat completions over httpx with SSE decoded by httpx-sse.
+"""OpenAI-compatible chat completions over httpx, with the SSE body decoded by ``producers.sse``.
 
 Covers OpenAI, vLLM, NVIDIA NIM, Groq, Together and Cerebras's OpenAI-compatible API. Asks for
 ``stream_options: {include_usage: true}`` so token counts come from the server.
@@ -11,13 +11,12 @@ from typing import Any
 
 import httpx
 import orjson
-from httpx_sse import SSEError
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # behind EventSource.aiter_sse; pinned <0.5
 from pydantic import SecretStr
 
 from tokenpulse.producers.adapters.wire import SocketReads, WireStamps, stamping, stamping_transport
 from tokenpulse.producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
 from tokenpulse.producers.scheduler import sleep_until
+from tokenpulse.producers.sse import SSEEvent, SSEParser
 from tokenpulse.producers.stream import ChatRequest, StreamRecorder, Usage
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
@@ -137,8 +136,6 @@ class OpenAIAdapter:
                 raise ProbeFailure("stream_broken", "stream ended without [DONE]")
         except ProbeFailure as exc:
             raise exc.redacted(self._secrets()) from None
-        except SSEError as exc:
-            raise ProbeFailure("invalid_response", self._redact(str(exc))) from None
         except Exception as exc:
             raise failure_for_exception(exc, streaming=streaming).redacted(self._secrets()) from None
         finally:
@@ -146,9 +143,9 @@ class OpenAIAdapter:
                 recorder.sent_ns = wire.sent_ns
 
     async def _read_events(self, response: httpx.Response, recorder: StreamRecorder, wire: WireStamps) -> bool:
-        """Decode the SSE body with httpx-sse's line and event decoders; ``True`` if ``[DONE]`` arrived.
+        """Decode the SSE body with our incremental parser; ``True`` if ``[DONE]`` arrived.
 
-        One flat loop over ``aiter_bytes`` rather than ``EventSource.aiter_sse``: the same decoders without
+        One flat loop over ``aiter_bytes`` rather than httpx-sse's ``EventSource.aiter_sse``: no
         three async-generator hops per chunk (``aiter_text``'s among them: an event stream is UTF-8 by the
         SSE specification whatever its charset says, so it is decoded here). Every event is stamped with
         the time its last byte reached the host (``wire.read_ns``, the kernel's receive timestamp), so
@@ -159,8 +156,7 @@ class OpenAIAdapter:
         if "text/event-stream" not in content_type:
             raise ProbeFailure("invalid_response", f"expected Content-Type text/event-stream, got {content_type!r}")
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        lines = SSELineDecoder()
-        events = SSEDecoder()
+        events = SSEParser()
         clock = recorder.clock
         done = False
         async for raw in response.aiter_bytes():
@@ -169,22 +165,17 @@ class OpenAIAdapter:
             arrived_ns = wire.read_ns if wire.read_ns is not None else clock()
             text = utf8.decode(raw)
             if text:  # empty when ``raw`` ends inside a multi-byte character
-                done = self._feed(lines.decode(text), events, recorder, arrived_ns)
+                done = self._feed(events.feed(text), recorder, arrived_ns)
         if not done:
             tail = utf8.decode(b"", final=True)
-            done = self._feed((lines.decode(tail) if tail else []) + lines.flush(), events, recorder, clock())
+            done = self._feed((events.feed(tail) if tail else []) + events.close(), recorder, clock())
         return done
 
     @staticmethod
-    def _feed(lines: list[str], events: SSEDecoder, recorder: StreamRecorder, arrived_ns: int) -> bool:
-        """Record the chunks completed by ``lines``; ``True`` once ``[DONE]`` is seen (the rest is ignored)."""
-        for line in lines:
-            event = events.decode(line)
-            if event is None:
-                continue  # a field line, a comment or a keep-alive
+    def _feed(events: list[SSEEvent], recorder: StreamRecorder, arrived_ns: int) -> bool:
+        """Record the chunks of ``events``; ``True`` once ``[DONE]`` is seen (the rest is ignored)."""
+        for event in events:
             data = event.data
-            if not data:
-                continue  # an event without data
             if data == "[DONE]":
                 recorder.finish()
                 return True

@@ -10,9 +10,9 @@ from tokenpulse.producers.errors import (
     failure_for_exception,
     failure_for_status,
     kind_for_status,
-    parse_retry_after,
     redact,
 )
+from tokenpulse.retry import parse_retry_after
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,7 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert parse_retry_after("-3") == 0.0
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
+    assert parse_retry_after("900", cap_s=300.0) == 300.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now_s=lambda: 1445412480.0) == 10.0
 
 

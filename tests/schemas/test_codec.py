@@ -12,7 +12,7 @@ from tokenpulse.schemas import Alert, RequestTiming, SchemaError, WindowStats, d
 from tokenpulse.schemas.codec import _decode_explained
 from tokenpulse.schemas.timestamps import _canonical_ns as canonical_timestamp_ns
 from tokenpulse.schemas.timestamps import _parse_general as general_parse
-from tokenpulse.sinks.testing import make_alert, make_timing, make_window
+from tokenpulse.testing.sinks import make_alert, make_timing, make_window
 
 
 def explained(raw: bytes | None) -> RequestTiming:

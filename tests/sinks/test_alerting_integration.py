@@ -15,7 +15,7 @@ from pydantic import AnyUrl, BaseModel, ConfigDict
 from tokenpulse.sinks.notifiers import AlertmanagerNotifier, Notifier, SlackNotifier, WebhookNotifier
 from tokenpulse.sinks.rules import parse_rules
 from tokenpulse.sinks.runner import SinkRunner
-from tokenpulse.sinks.testing import BASE_NS, MINUTE_NS, flux_count, make_window, produce, settings_for, wait_until
+from tokenpulse.testing.sinks import BASE_NS, MINUTE_NS, flux_count, make_window, produce, settings_for, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 
 from tokenpulse.sinks.rules import RuleEngine, parse_rules
 from tokenpulse.sinks.runner import SinkRunner
-from tokenpulse.sinks.testing import MINUTE_NS, flux_count, make_window, produce, settings_for, wait_until
+from tokenpulse.testing.sinks import MINUTE_NS, flux_count, make_window, produce, settings_for, wait_until
 
 pytestmark = pytest.mark.integration
 

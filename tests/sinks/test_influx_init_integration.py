@@ -8,7 +8,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 
 from tokenpulse.sinks.influx_admin import downsample_flux, init_influx, task_name
 from tokenpulse.sinks.lineprotocol import window_line
-from tokenpulse.sinks.testing import make_window
+from tokenpulse.testing.sinks import make_window
 
 pytestmark = pytest.mark.integration
 

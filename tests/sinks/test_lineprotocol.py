@@ -12,7 +12,7 @@ from tokenpulse.sinks.lineprotocol import (
     request_line_generic,
     window_line,
 )
-from tokenpulse.sinks.testing import BASE_NS, make_alert, make_timing, make_window
+from tokenpulse.testing.sinks import BASE_NS, make_alert, make_timing, make_window
 
 
 def test_request_line_has_contract_tags_fields_and_time() -> None:

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tokenpulse.sinks.rules import RuleEngine, RulesError, load_rules, metric_value, parse_duration_ns, parse_rules
-from tokenpulse.sinks.testing import BASE_NS, MINUTE_NS, make_window
+from tokenpulse.durations import parse_duration_ns
+from tokenpulse.sinks.rules import RuleEngine, RulesError, load_rules, metric_value, parse_rules
+from tokenpulse.testing.sinks import BASE_NS, MINUTE_NS, make_window
 
 
 def _engine(*rules: dict) -> RuleEngine:

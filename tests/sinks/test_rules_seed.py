@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tokenpulse.sinks.rules import BaselineSample, RuleEngine, parse_duration_ns, parse_rules
-from tokenpulse.sinks.testing import BASE_NS, MINUTE_NS, make_window
+from tokenpulse.durations import parse_duration_ns
+from tokenpulse.sinks.rules import BaselineSample, RuleEngine, parse_rules
+from tokenpulse.testing.sinks import BASE_NS, MINUTE_NS, make_window
 
 REGRESSION = {
     "name": "ttft-regression",

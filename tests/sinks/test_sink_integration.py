@@ -12,7 +12,7 @@ from kafka import KafkaConsumer
 from tokenpulse.schemas import RequestTiming
 from tokenpulse.sinks.lineprotocol import request_line
 from tokenpulse.sinks.runner import SinkRunner
-from tokenpulse.sinks.testing import (
+from tokenpulse.testing.sinks import (
     BASE_NS,
     MINUTE_NS,
     flux_count,

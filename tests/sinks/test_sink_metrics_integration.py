@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tokenpulse.sinks.testing import BASE_NS, MINUTE_NS, make_timing, make_window, produce
 from tokenpulse.stack.process import free_port
 from tokenpulse.testing import InfluxEndpoint
 from tokenpulse.testing.metrics import scrape_until
+from tokenpulse.testing.sinks import BASE_NS, MINUTE_NS, make_timing, make_window, produce
 
 pytestmark = pytest.mark.integration
 

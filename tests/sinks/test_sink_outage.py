@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tokenpulse.sinks.runner import SinkRunner
-from tokenpulse.sinks.testing import BASE_NS, flux_count, make_timing, produce, settings_for, wait_until
+from tokenpulse.testing.sinks import BASE_NS, flux_count, make_timing, produce, settings_for, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tokenpulse.sinks.lineprotocol import request_line
-from tokenpulse.sinks.testing import make_timing
 from tokenpulse.sinks.trends import plot_report, query_trends, report_csv, report_json
 from tokenpulse.sinks.writer import InfluxWriter
+from tokenpulse.testing.sinks import make_timing
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ import pytest
 
 from tokenpulse.schemas import RequestTiming, SchemaError, decode
 from tokenpulse.streams.decoding import TOMBSTONE_ERROR, decode_timing
-from tokenpulse.streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey, default_keys, timing_records
+from tokenpulse.testing.streams import DEFAULT_START_NS, TimingFactory, TimingKey, default_keys, timing_records
 
 S = 1_000_000_000
 

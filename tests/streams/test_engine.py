@@ -3,7 +3,7 @@ import pytest
 
 from tokenpulse.streams.engine import Outcome, PartitionWindows, WindowConfig
 from tokenpulse.streams.sketch import RELATIVE_ACCURACY
-from tokenpulse.streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey, default_keys, exact_windows
+from tokenpulse.testing.streams import DEFAULT_START_NS, TimingFactory, TimingKey, default_keys, exact_windows
 
 S = 1_000_000_000
 M = 60 * S

@@ -2,7 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenpulse.streams.windows import WindowSpec, WindowSpecError, pane_size_ns, parse_duration_ns, parse_window_specs
+from tokenpulse.durations import parse_duration_ns
+from tokenpulse.streams.windows import WindowSpec, WindowSpecError, pane_size_ns, parse_window_specs
 
 S = 1_000_000_000
 M = 60 * S

@@ -9,7 +9,7 @@ import pytest
 from tokenpulse.schemas import WindowStats, decode
 from tokenpulse.streams.cli import worker_argv
 from tokenpulse.streams.sketch import RELATIVE_ACCURACY
-from tokenpulse.streams.testing import (
+from tokenpulse.testing.streams import (
     DEFAULT_START_NS,
     TimingFactory,
     TimingKey,

@@ -9,7 +9,8 @@ import pytest
 
 from tokenpulse.stack.process import free_port
 from tokenpulse.streams.cli import worker_argv
-from tokenpulse.streams.testing import (
+from tokenpulse.testing.metrics import scrape_until
+from tokenpulse.testing.streams import (
     TimingFactory,
     WorkerProcess,
     create_topics,
@@ -17,7 +18,6 @@ from tokenpulse.streams.testing import (
     produce,
     timing_records,
 )
-from tokenpulse.testing.metrics import scrape_until
 
 pytestmark = pytest.mark.integration
 

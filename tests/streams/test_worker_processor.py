@@ -8,8 +8,8 @@ from typing import Any
 from tokenpulse.schemas import encode
 from tokenpulse.streams.app import WindowProcessor, WorkerConfig
 from tokenpulse.streams.engine import PartitionWindows
-from tokenpulse.streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey
 from tokenpulse.testing import FakeClock
+from tokenpulse.testing.streams import DEFAULT_START_NS, TimingFactory, TimingKey
 
 S = 1_000_000_000
 

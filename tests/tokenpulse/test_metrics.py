@@ -16,27 +16,20 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tokenpulse.errors import TokenpulseError
-from tokenpulse.metrics import (
-    AlertingCollector,
-    MetricsEndpoint,
-    NotifierCollector,
-    ProbeCollector,
-    PublisherCollector,
-    SinkCollector,
-    WorkerCollector,
-    call_on_loop,
-    serve_metrics,
-)
+from tokenpulse.metrics import MetricsEndpoint, call_on_loop, serve_metrics
 from tokenpulse.producers.adapters.wire import SocketReads
+from tokenpulse.producers.metrics import ProbeCollector, PublisherCollector
 from tokenpulse.producers.probe import EndpointSummary, ProbeSummary
 from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig
 from tokenpulse.schemas import encode
 from tokenpulse.sinks.consumer import SinkStats
+from tokenpulse.sinks.metrics import AlertingCollector, NotifierCollector, SinkCollector
 from tokenpulse.sinks.notifiers import NotifierStats
-from tokenpulse.sinks.testing import make_timing
 from tokenpulse.streams.app import WindowProcessor, WorkerConfig
-from tokenpulse.streams.testing import DEFAULT_START_NS, TimingFactory, TimingKey
+from tokenpulse.streams.metrics import WorkerCollector
 from tokenpulse.testing.metrics import Samples
+from tokenpulse.testing.sinks import make_timing
+from tokenpulse.testing.streams import DEFAULT_START_NS, TimingFactory, TimingKey
 
 S = 1_000_000_000
 

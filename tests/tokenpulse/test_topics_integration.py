@@ -12,8 +12,8 @@ from kafka.admin import NewTopic
 
 from tokenpulse.config import Settings
 from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig
-from tokenpulse.sinks.testing import make_timing
 from tokenpulse.streams.app import WorkerConfig, source_partitions
+from tokenpulse.testing.sinks import make_timing
 from tokenpulse.topics import ensure_topic, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenpulse.durations import NANOS_PER_SECOND
 from tokenpulse.schemas import RequestTiming, encode
 
-NANOS_PER_SECOND = 1_000_000_000
 DEFAULT_START_NS = 1_780_000_020 * NANOS_PER_SECOND  # a whole minute, in 2026
 
 
