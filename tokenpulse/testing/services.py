@@ -8,6 +8,7 @@ download and build caches in ``~/.cache/tokenpulse`` are shared, the data is not
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import uuid
@@ -69,7 +70,9 @@ class ServiceProvider:
 
     def _docker_available(self) -> bool:
         if self._docker is None:
-            self._docker = self.env.get("TOKENPULSE_TEST_DOCKER", "auto") != "never" and docker_engine_answers()
+            wanted = self.env.get("TOKENPULSE_TEST_DOCKER", "auto") != "never"
+            # testcontainers is the optional ``docker`` extra: without it the native stack serves
+            self._docker = wanted and importlib.util.find_spec("testcontainers") is not None and docker_engine_answers()
         return self._docker
 
     def kafka_bootstrap(self) -> str:
