@@ -46,6 +46,12 @@ class PriceEntry(_Strict):
     effective_from: dt.date
     input_per_mtok: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
     output_per_mtok: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+    cached_input_per_mtok: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = Field(
+        None, description="cached prompt tokens; defaults to input_per_mtok"
+    )
+    reasoning_output_per_mtok: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = Field(
+        None, description="reasoning output tokens; defaults to output_per_mtok"
+    )
 
 
 class Endpoint(_Strict):
@@ -79,7 +85,12 @@ class Endpoint(_Strict):
         if not current:
             return Prices()
         latest = max(current, key=lambda p: p.effective_from)
-        return Prices(latest.input_per_mtok, latest.output_per_mtok)
+        return Prices(
+            latest.input_per_mtok,
+            latest.output_per_mtok,
+            latest.cached_input_per_mtok,
+            latest.reasoning_output_per_mtok,
+        )
 
 
 class InlinePrompt(_Strict):

@@ -11,13 +11,14 @@ from cerebras.cloud.sdk import (
     APITimeoutError,
     AsyncCerebras,
 )
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from tokenpulse.producers.adapters.openai import REQUEST_ID_HEADER
 from tokenpulse.producers.adapters.wire import SocketReads, WireStamps, stamping, stamping_transport
+from tokenpulse.producers.chunks import InvalidChunk, parse_chunk_document
 from tokenpulse.producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
 from tokenpulse.producers.scheduler import sleep_until
-from tokenpulse.producers.stream import ChatRequest, StreamRecorder, Usage
+from tokenpulse.producers.stream import ChatRequest, StreamRecorder
 
 
 class CerebrasAdapter:
@@ -70,9 +71,19 @@ class CerebrasAdapter:
                 )
                 recorder.http_status = response.response.status_code
                 streaming = True
-                async for chunk in response:
+                async for raw_chunk in response:
                     arrived_ns = wire.read_ns if wire.read_ns is not None else recorder.clock()
-                    recorder.add(_delta(chunk), _usage(chunk), arrived_ns)
+                    try:
+                        chunk = parse_chunk_document(chunk_document(raw_chunk))
+                    except InvalidChunk as exc:
+                        raise ProbeFailure("invalid_response", str(exc)) from None
+                    recorder.add(
+                        chunk.content,
+                        chunk.usage,
+                        arrived_ns,
+                        reasoning=chunk.reasoning,
+                        tool_call_indexes=chunk.tool_call_indexes,
+                    )
             recorder.finish()
         except ProbeFailure as exc:
             raise exc.redacted(self._secrets()) from None
@@ -103,22 +114,12 @@ class CerebrasAdapter:
         await self._client.close()
 
 
-def _delta(chunk: Any) -> str:
-    choices = getattr(chunk, "choices", None) or []
-    if not choices:
-        return ""
-    delta = getattr(choices[0], "delta", None)
-    # The SDK parses stream chunks into a union model; depending on which member matched, the delta is a
-    # model or a plain dict.
-    content = delta.get("content") if isinstance(delta, dict) else getattr(delta, "content", None)
-    return content if isinstance(content, str) else ""
+def chunk_document(chunk: Any) -> Any:
+    """The SDK's parsed chunk as the plain mapping it came from (fields of wrong types kept as sent).
 
-
-def _usage(chunk: Any) -> Usage | None:
-    usage = getattr(chunk, "usage", None)
-    if usage is None:
-        return None
-    prompt, completion = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
-    if isinstance(prompt, int) and isinstance(completion, int):
-        return Usage(prompt, completion)
-    return None
+    The SDK builds stream chunks without validation, as a model or (for some union members) a dict; its
+    models keep unknown fields such as ``reasoning_content``.
+    """
+    if isinstance(chunk, BaseModel):
+        return chunk.model_dump(mode="python", exclude_unset=True, warnings=False)
+    return chunk

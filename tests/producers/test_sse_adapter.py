@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from tokenpulse.producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
+from tokenpulse.producers.chunks import ParsedChunk
 from tokenpulse.producers.errors import ProbeFailure
 from tokenpulse.producers.stream import ChatRequest, StreamRecorder, Usage
 from tokenpulse.testing import FakeClock
@@ -161,13 +162,19 @@ def test_error_body_echoing_the_key_is_redacted() -> None:
 @pytest.mark.parametrize(
     ("payload", "expected"),
     [
-        ('{"choices":[{"delta":{"content":"x"}}]}', ("x", None)),
-        ('{"choices":[{"delta":{"role":"assistant"}}]}', ("", None)),
-        ('{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}', ("", Usage(1, 2))),
-        ('{"choices":[{"delta":{"content":null}}]}', ("", None)),
+        ('{"choices":[{"delta":{"content":"x"}}]}', ParsedChunk("x")),
+        ('{"choices":[{"delta":{"role":"assistant"}}]}', ParsedChunk()),
+        ('{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}', ParsedChunk(usage=Usage(1, 2))),
+        ('{"choices":[{"delta":{"content":null}}]}', ParsedChunk()),
+        ('{"choices":[{"delta":{"reasoning_content":"hm"}}]}', ParsedChunk(reasoning="hm")),
+        ('{"choices":[{"delta":{"reasoning":"hm","content":null}}]}', ParsedChunk(reasoning="hm")),
+        (
+            '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"f","arguments":""}}]}}]}',
+            ParsedChunk("f", tool_call_indexes=(0,)),
+        ),
     ],
 )
-def test_parse_chunk_payload(payload: str, expected: tuple[str, Usage | None]) -> None:
+def test_parse_chunk_payload(payload: str, expected: ParsedChunk) -> None:
     assert parse_chunk_payload(payload) == expected
 
 
