@@ -114,9 +114,10 @@ class StreamRecorder:
             if self.on_first_content is not None:
                 self.on_first_content()
 
-    def finish(self) -> None:
-        """Record the end of the stream (``[DONE]`` or the connection closing cleanly)."""
-        self.finished_ns = self.clock()
+    def finish(self, t_ns: int | None = None) -> None:
+        """Record the end of the stream (``[DONE]`` or the connection closing cleanly), at ``t_ns`` (the arrival
+        of the bytes that ended it) or now."""
+        self.finished_ns = self.clock() if t_ns is None else t_ns
 
     @property
     def usage(self) -> Usage | None:

@@ -102,6 +102,23 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
 
 
+def split_reasoning_tokens(
+    completion_tokens: int, reasoning_text: str, answer_text: str, reasoning_chunks: int, answer_chunks: int
+) -> int:
+    """The reasoning part of a server's ``completion_tokens`` when its usage has no reasoning details.
+
+    Split in proportion to the estimated tokens of each text, but at least one per reasoning chunk and at
+    most ``completion_tokens`` less one per answer chunk: exact for the usual one token per chunk.
+    """
+    if reasoning_chunks == 0:
+        return 0
+    reasoning_estimate = estimate_tokens(reasoning_text)
+    total_estimate = reasoning_estimate + estimate_tokens(answer_text)
+    share = round(completion_tokens * reasoning_estimate / total_estimate) if total_estimate else 0
+    upper = max(0, completion_tokens - answer_chunks)
+    return min(max(share, reasoning_chunks), upper, completion_tokens)
+
+
 def last_usage(chunks: Sequence[StreamChunk]) -> Usage | None:
     """The usage of the last chunk that carried one (servers send it with or after the final delta)."""
     for chunk in reversed(chunks):
@@ -188,10 +205,11 @@ def compute_metrics_columns(
         prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
         cached_prompt_tokens = min(usage.cached_prompt_tokens or 0, prompt_tokens)
         if usage.reasoning_tokens is not None:
-            reasoning_tokens = usage.reasoning_tokens
+            reasoning_tokens = min(usage.reasoning_tokens, completion_tokens)
         else:
-            reasoning_tokens = max(estimate_tokens(reasoning_text), reasoning_chunks)
-        reasoning_tokens = min(reasoning_tokens, completion_tokens)
+            reasoning_tokens = split_reasoning_tokens(
+                completion_tokens, reasoning_text, "".join(deltas), reasoning_chunks, answer_chunks
+            )
         source: Literal["usage", "estimated"] = "usage"
     elif output_times:
         reasoning_tokens = max(estimate_tokens(reasoning_text), reasoning_chunks)

@@ -84,7 +84,9 @@ class CerebrasAdapter:
                         reasoning=chunk.reasoning,
                         tool_call_indexes=chunk.tool_call_indexes,
                     )
-            recorder.finish()
+            # The SDK ends its iteration once it has read the body to its end; the stream ended when those
+            # bytes reached the host, not when Python got round to it.
+            recorder.finish(wire.read_ns)
         except ProbeFailure as exc:
             raise exc.redacted(self._secrets()) from None
         except APIStatusError as exc:

@@ -157,7 +157,7 @@ class OpenAIAdapter:
         for event in events:
             data = event.data
             if data == "[DONE]":
-                recorder.finish()
+                recorder.finish(arrived_ns)
                 return True
             chunk = parse_chunk_payload(data)
             recorder.add(

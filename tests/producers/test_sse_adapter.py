@@ -188,3 +188,29 @@ def test_multi_byte_characters_split_across_reads_are_decoded() -> None:
     whole = chunk("héllo ✓") + DONE
     cut = whole.index("✓".encode()) + 1  # inside the three bytes of the check mark
     assert deltas(run([whole[:cut], whole[cut:]])) == ["héllo ✓"]
+
+
+def test_reasoning_tool_calls_and_usage_details_are_recorded_in_their_columns() -> None:
+    import orjson
+
+    reasoning = b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]}) + b"\n\n"
+    tool = {"index": 0, "id": "c", "function": {"name": "get", "arguments": "{}"}}
+    tools = b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [tool]}}]}) + b"\n\n"
+    usage = {
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 4},
+        "completion_tokens_details": {"reasoning_tokens": 1},
+    }
+    recorder = run([reasoning, tools, b"data: " + orjson.dumps({"choices": [], "usage": usage}) + b"\n\n", DONE])
+    assert recorder.reasoning == ["hm", "", ""]
+    assert recorder.deltas == ["", "get{}", ""]
+    assert recorder.tool_chunks == {1: (0,)}
+    assert recorder.usage == Usage(7, 3, 4, 1)
+
+
+def test_a_bad_reasoning_field_mid_stream_is_invalid_response_naming_it() -> None:
+    bad = b'data: {"choices":[{"index":0,"delta":{"reasoning":{"text":"x"}}}]}\n\n'
+    with pytest.raises(ProbeFailure) as info:
+        run([chunk("a"), bad, DONE])
+    assert info.value.kind == "invalid_response" and "choices[0].delta.reasoning" in info.value.detail
