@@ -157,12 +157,21 @@ class WindowStats(_Event):
     count: TokenCount
     error_count: TokenCount
     error_rate: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-    ttft_ms: Quantiles | None = None
-    e2e_ms: Quantiles | None = None
-    tpot_ms: Quantiles | None = None
-    decode_tps_p50: NonNegative | None = None
+    ttft_ms: Quantiles | None = Field(default=None, description="over successful requests only")
+    ttfa_ms: Quantiles | None = Field(default=None, description="over successful requests only")
+    e2e_ms: Quantiles | None = Field(default=None, description="over successful requests only")
+    tpot_ms: Quantiles | None = Field(default=None, description="over successful requests only")
+    decode_tps_p50: NonNegative | None = Field(default=None, description="over successful requests only")
     prompt_tokens: TokenCount = 0
+    cached_prompt_tokens: TokenCount = 0
     completion_tokens: TokenCount = 0
+    reasoning_tokens: TokenCount = 0
+    cache_hit_ratio: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+        default=None, description="cached_prompt_tokens / prompt_tokens; null without prompt tokens"
+    )
+    reasoning_share: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+        default=None, description="reasoning_tokens / completion_tokens; null without completion tokens"
+    )
     cost_usd: NonNegative = 0.0
     cost_per_1k_tokens: NonNegative | None = None
     projected_30d_cost_usd: NonNegative = 0.0
