@@ -7,8 +7,9 @@ so the timing maths in ``producers.timing`` is shared and knows nothing about HT
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +51,20 @@ class ChatRequest:
     """One chat completion to send; ``request_id`` is forwarded so a simulator can record ground truth."""
 
     model: str
-    messages: tuple[dict[str, str], ...]
+    messages: tuple[dict[str, Any], ...]
     max_tokens: int
     request_id: str
     prompt_id: str = "prompt"
     send_at_ns: int | None = None
     """Planned send time (monotonic ns) of an open-loop request: the adapter holds the request until then."""
+    max_tokens_param: str = "max_tokens"
+    """The body field that carries ``max_tokens``: ``max_tokens`` or ``max_completion_tokens``."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Further body fields (sampling, reasoning effort, tools, extra_body), sent as they are."""
+
+    def body_fields(self) -> dict[str, Any]:
+        """The token limit under its field name, then ``options``."""
+        return {self.max_tokens_param: self.max_tokens, **self.options}
 
 
 @dataclass(slots=True)

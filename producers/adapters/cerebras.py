@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -36,8 +37,10 @@ class CerebrasAdapter:
         *,
         timeout: httpx.Timeout | None = None,
         max_connections: int = 1000,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._api_key = api_key
+        self._header_values = [value for value in (extra_headers or {}).values() if value]
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.socket_reads = SocketReads()
         self._client = AsyncCerebras(
@@ -46,6 +49,7 @@ class CerebrasAdapter:
             timeout=timeout or httpx.Timeout(connect=10.0, read=120.0, write=10.0, pool=None),
             max_retries=0,  # the scheduler owns retries and Retry-After, and a retry would hide a failure
             warm_tcp_connection=False,
+            default_headers=dict(extra_headers or {}),
             http_client=httpx.AsyncClient(transport=stamping_transport(limits, reads=self.socket_reads)),
         )
 
@@ -64,7 +68,7 @@ class CerebrasAdapter:
                 response: Any = await self._client.chat.completions.create(
                     model=request.model,
                     messages=list(request.messages),  # type: ignore[arg-type]
-                    max_completion_tokens=request.max_tokens,
+                    extra_body=request.body_fields(),  # the token limit under the endpoint's name, and options
                     stream=True,
                     stream_options={"include_usage": True},
                     extra_headers={REQUEST_ID_HEADER: request.request_id},
@@ -107,7 +111,9 @@ class CerebrasAdapter:
                 recorder.sent_ns = wire.sent_ns
 
     def _secrets(self) -> list[str]:
-        return [self._api_key.get_secret_value()] if self._api_key is not None else []
+        """The key and the extra header values: redacted from every error detail."""
+        key = [self._api_key.get_secret_value()] if self._api_key is not None else []
+        return key + self._header_values
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets())

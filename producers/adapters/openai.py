@@ -7,6 +7,7 @@ Covers OpenAI, vLLM, NVIDIA NIM, Groq, Together and Cerebras's OpenAI-compatible
 from __future__ import annotations
 
 import codecs
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -52,11 +53,13 @@ class OpenAIAdapter:
         timeout: httpx.Timeout | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 1000,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
+        self._header_values = [value for value in (extra_headers or {}).values() if value]
         self._traced = False  # set once the transport has emitted an httpcore trace event
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        headers = {**(extra_headers or {}), "Accept": "text/event-stream", "Cache-Control": "no-store"}
         if api_key is not None and api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -75,7 +78,7 @@ class OpenAIAdapter:
             {
                 "model": request.model,
                 "messages": list(request.messages),
-                "max_tokens": request.max_tokens,
+                **request.body_fields(),
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
@@ -170,7 +173,9 @@ class OpenAIAdapter:
         return False
 
     def _secrets(self) -> list[str]:
-        return [self._api_key.get_secret_value()] if self._api_key is not None else []
+        """The key and the extra header values: redacted from every error detail."""
+        key = [self._api_key.get_secret_value()] if self._api_key is not None else []
+        return key + self._header_values
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets())

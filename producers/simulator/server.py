@@ -78,6 +78,10 @@ class GroundTruth:
     reasoning_tokens: int = 0
     cached_prompt_tokens: int = 0
     tool_calls: int = 0
+    request_fields: dict[str, Any] = field(default_factory=dict)
+    """The request body's fields other than model, messages and streaming (sampling, limits, tools...)."""
+    headers: list[str] = field(default_factory=list)
+    """Names (never values) of the request's headers."""
 
     @property
     def ttft_ms(self) -> float | None:
@@ -285,6 +289,8 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
     profile = state.profile(endpoint)
     request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
     truth = GroundTruth(request_id, endpoint, received_ns, prompt_tokens=_prompt_tokens(body))
+    truth.request_fields = {k: v for k, v in body.items() if k not in ("model", "messages", "stream", "stream_options")}
+    truth.headers = sorted(request.headers)
     state.record(truth)
     rng = state.rng
     if profile.reject_max_tokens and body.get("max_tokens") is not None:
