@@ -315,7 +315,8 @@ def _print_comparison(console: Console, report: Any) -> None:
         "e2e p95",
         "tok/s",
         "$/1k tok",
-        "30-day projection",
+        "observed",
+        "30 days at this rate",
     ):
         table.add_column(col, justify="left" if col == "provider/model" else "right")
     for c in report.comparison:
@@ -328,7 +329,8 @@ def _print_comparison(console: Console, report: Any) -> None:
             format_number(c.e2e_p95_ms, 0),
             format_number(c.tokens_per_s, 0),
             format_number(c.cost_per_1k_tokens, 5),
-            f"${c.projected_30d_cost_usd:.2f}",
+            f"{c.observed_hours * 3600:.0f} s",
+            "-" if c.projected_30d_cost_usd is None else f"${c.projected_30d_cost_usd:,.2f}",
         )
     console.print(table)
 

@@ -7,6 +7,7 @@ Covers OpenAI, vLLM, NVIDIA NIM, Groq, Together and Cerebras's OpenAI-compatible
 from __future__ import annotations
 
 import codecs
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -14,51 +15,31 @@ import orjson
 from pydantic import SecretStr
 
 from tokenpulse.producers.adapters.wire import SocketReads, WireStamps, stamping, stamping_transport
+from tokenpulse.producers.chunks import InvalidChunk, ParsedChunk, parse_chunk_document
 from tokenpulse.producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
 from tokenpulse.producers.scheduler import sleep_until
 from tokenpulse.producers.sse import SSEEvent, SSEParser
-from tokenpulse.producers.stream import ChatRequest, StreamRecorder, Usage
+from tokenpulse.producers.stream import ChatRequest, StreamRecorder
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
 _SENT_EVENTS = frozenset({"http11.send_request_headers.started", "http2.send_request_headers.started"})
 
 
-def parse_chunk_payload(data: str) -> tuple[str, Usage | None]:
-    """Text delta and usage of one ``data:`` payload of a chat completion chunk.
+def parse_chunk_payload(data: str) -> ParsedChunk:
+    """Answer text, reasoning text, tool-call indexes and usage of one ``data:`` payload of a chunk.
 
-    One ``orjson.loads`` and a few exact-type checks (this runs for every streamed chunk). Raises
-    ``ProbeFailure(invalid_response)`` for anything that is not a chunk object, including an ``error``
-    object that some servers send mid-stream.
+    One ``orjson.loads`` and exact-type checks (this runs for every streamed chunk, see ``producers.chunks``).
+    Raises ``ProbeFailure(invalid_response)`` naming the field for anything that is not a chunk object,
+    including an ``error`` object that some servers send mid-stream.
     """
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ProbeFailure("invalid_response", f"stream chunk is not JSON: {data[:80]!r}") from None
-    if type(document) is not dict:
-        raise ProbeFailure("invalid_response", f"stream chunk is not a JSON object: {data[:80]!r}")
-    choices = document.get("choices")
-    if choices is None and "error" in document:
-        raise ProbeFailure("invalid_response", f"error in stream: {str(document['error'])[:200]}")
-    delta = ""
-    if type(choices) is list and choices and type(choice := choices[0]) is dict:
-        fields = choice.get("delta")
-        if type(fields) is dict:
-            content = fields.get("content")
-            if type(content) is str:
-                delta = content
-        elif fields is not None:
-            raise ProbeFailure("invalid_response", f"stream chunk delta is not an object: {data[:80]!r}")
-    raw_usage = document.get("usage")
-    return delta, (_usage(raw_usage) if raw_usage is not None else None)
-
-
-def _usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
-    if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
-        return Usage(prompt, completion)
-    return None
+    try:
+        return parse_chunk_document(document)
+    except InvalidChunk as exc:
+        raise ProbeFailure("invalid_response", f"{exc}: {data[:80]!r}") from None
 
 
 class OpenAIAdapter:
@@ -72,11 +53,13 @@ class OpenAIAdapter:
         timeout: httpx.Timeout | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 1000,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
+        self._header_values = [value for value in (extra_headers or {}).values() if value]
         self._traced = False  # set once the transport has emitted an httpcore trace event
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+        headers = {**(extra_headers or {}), "Accept": "text/event-stream", "Cache-Control": "no-store"}
         if api_key is not None and api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -95,7 +78,7 @@ class OpenAIAdapter:
             {
                 "model": request.model,
                 "messages": list(request.messages),
-                "max_tokens": request.max_tokens,
+                **request.body_fields(),
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
@@ -177,14 +160,22 @@ class OpenAIAdapter:
         for event in events:
             data = event.data
             if data == "[DONE]":
-                recorder.finish()
+                recorder.finish(arrived_ns)
                 return True
-            delta, usage = parse_chunk_payload(data)
-            recorder.add(delta, usage, arrived_ns)
+            chunk = parse_chunk_payload(data)
+            recorder.add(
+                chunk.content,
+                chunk.usage,
+                arrived_ns,
+                reasoning=chunk.reasoning,
+                tool_call_indexes=chunk.tool_call_indexes,
+            )
         return False
 
     def _secrets(self) -> list[str]:
-        return [self._api_key.get_secret_value()] if self._api_key is not None else []
+        """The key and the extra header values: redacted from every error detail."""
+        key = [self._api_key.get_secret_value()] if self._api_key is not None else []
+        return key + self._header_values
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets())
