@@ -15,8 +15,7 @@ A field of the wrong type raises ``InvalidChunk`` naming the field (the adapters
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tokenpulse.producers.stream import Usage
 
@@ -25,9 +24,11 @@ class InvalidChunk(ValueError):
     """A chunk that is not a chat completion chunk; the message names the field."""
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedChunk:
-    """What one chunk carried: answer text, reasoning text, tool-call indexes and usage."""
+class ParsedChunk(NamedTuple):
+    """What one chunk carried: answer text, reasoning text, tool-call indexes and usage.
+
+    A named tuple: one is built per streamed chunk, and a tuple builds in a fraction of a frozen dataclass's time.
+    """
 
     content: str = ""
     reasoning: str = ""
@@ -59,6 +60,15 @@ def parse_chunk_document(document: Any) -> ParsedChunk:
         return ParsedChunk(usage=usage) if usage is not None else EMPTY
     if type(fields) is not dict:
         raise InvalidChunk(f"choices[0].delta is not an object but {type(fields).__name__}")
+    content = fields.get("content")
+    if (
+        type(content) is str
+        and usage is None
+        and "reasoning_content" not in fields
+        and "reasoning" not in fields
+        and "tool_calls" not in fields
+    ):
+        return ParsedChunk(content)  # the common chunk: answer text only
     content = _text(fields, "content")
     reasoning = _text(fields, "reasoning_content") or _text(fields, "reasoning")
     raw_tools = fields.get("tool_calls")
