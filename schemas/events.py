@@ -60,6 +60,7 @@ class RequestTiming(_Event):
     itl_max_ms: DurationMs | None = None
     decode_tps: NonNegative | None = None
     prompt_tokens: TokenCount = 0
+    cached_prompt_tokens: TokenCount = Field(0, description="prompt tokens the provider served from its cache")
     completion_tokens: TokenCount = 0
     token_count_source: Literal["usage", "estimated"] = "estimated"
     price_in_per_mtok: NonNegative = 0.0
@@ -69,6 +70,18 @@ class RequestTiming(_Event):
         None, description="open-loop schedules: actual minus planned send time"
     )
     tags: dict[str, str] = Field(default_factory=dict)
+    server_prefill_ms: DurationMs | None = Field(
+        None, description="the server's own prompt processing time, where it reports one (llama.cpp timings)"
+    )
+    server_decode_ms: DurationMs | None = Field(None, description="the server's own generation time of the output")
+    server_cached_tokens: TokenCount | None = Field(
+        None, description="prompt tokens the server reports reusing from its prompt cache"
+    )
+    stale_connection_retry: bool = Field(
+        False,
+        description="the request was sent again on a fresh connection after a reused keep-alive connection turned "
+        "out closed before any response byte; its timings are those of the second send",
+    )
 
     @field_validator("endpoint")
     @classmethod

@@ -2,6 +2,6 @@
 
 from tokenpulse.producers.adapters.base import ProviderAdapter
 from tokenpulse.producers.adapters.cerebras import CerebrasAdapter
-from tokenpulse.producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
+from tokenpulse.producers.adapters.openai import OpenAIAdapter, parse_chunk, parse_chunk_payload
 
-__all__ = ["CerebrasAdapter", "OpenAIAdapter", "ProviderAdapter", "parse_chunk_payload"]
+__all__ = ["CerebrasAdapter", "OpenAIAdapter", "ProviderAdapter", "parse_chunk", "parse_chunk_payload"]

@@ -7,6 +7,8 @@ Covers OpenAI, vLLM, NVIDIA NIM, Groq, Together and Cerebras's OpenAI-compatible
 from __future__ import annotations
 
 import codecs
+import logging
+import math
 from typing import Any
 
 import httpx
@@ -17,18 +19,39 @@ from tokenpulse.producers.adapters.wire import SocketReads, WireStamps, stamping
 from tokenpulse.producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
 from tokenpulse.producers.scheduler import sleep_until
 from tokenpulse.producers.sse import SSEEvent, SSEParser
-from tokenpulse.producers.stream import ChatRequest, StreamRecorder, Usage
+from tokenpulse.producers.stream import ChatRequest, ServerTimings, StreamRecorder, Usage
 
 REQUEST_ID_HEADER = "X-Tokenpulse-Request-Id"
 _SENT_EVENTS = frozenset({"http11.send_request_headers.started", "http2.send_request_headers.started"})
+# What a request written to a connection the server has already closed fails with: EOF before the status
+# line (RemoteProtocolError "Server disconnected without sending a response"), ECONNRESET on the read, or
+# EPIPE on the write.
+_STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+log = logging.getLogger(__name__)
+
+
+class _StaleConnection(Exception):
+    """The request failed on a reused keep-alive connection before any response byte arrived."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def parse_chunk_payload(data: str) -> tuple[str, Usage | None]:
-    """Text delta and usage of one ``data:`` payload of a chat completion chunk.
+    """Text delta and usage of one ``data:`` payload of a chat completion chunk (see ``parse_chunk``)."""
+    delta, usage, _timings = parse_chunk(data)
+    return delta, usage
+
+
+def parse_chunk(data: str) -> tuple[str, Usage | None, ServerTimings | None]:
+    """Text delta, usage and server-side timings of one ``data:`` payload of a chat completion chunk.
 
     One ``orjson.loads`` and a few exact-type checks (this runs for every streamed chunk). Raises
     ``ProbeFailure(invalid_response)`` for anything that is not a chunk object, including an ``error``
-    object that some servers send mid-stream.
+    object that some servers send mid-stream. Timings are llama.cpp's ``timings`` object (on the last
+    chunk of a stream); servers that report none give ``None``.
     """
     try:
         document = orjson.loads(data)
@@ -49,7 +72,22 @@ def parse_chunk_payload(data: str) -> tuple[str, Usage | None]:
         elif fields is not None:
             raise ProbeFailure("invalid_response", f"stream chunk delta is not an object: {data[:80]!r}")
     raw_usage = document.get("usage")
-    return delta, (_usage(raw_usage) if raw_usage is not None else None)
+    raw_timings = document.get("timings")
+    return (
+        delta,
+        (_usage(raw_usage) if raw_usage is not None else None),
+        (_server_timings(raw_timings) if raw_timings is not None else None),
+    )
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and value >= 0 else None
+
+
+def _duration_ms(value: Any) -> float | None:
+    if type(value) in (int, float) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
 
 
 def _usage(raw: Any) -> Usage | None:
@@ -57,8 +95,25 @@ def _usage(raw: Any) -> Usage | None:
         return None
     prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
     if isinstance(prompt, int) and isinstance(completion, int) and prompt >= 0 and completion >= 0:
-        return Usage(prompt, completion)
+        details = raw.get("prompt_tokens_details")
+        cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+        return Usage(prompt, completion, cached)
     return None
+
+
+def _server_timings(raw: Any) -> ServerTimings | None:
+    """llama.cpp's ``timings``: ``prompt_n``/``prompt_ms`` (prefill), ``predicted_n``/``predicted_ms``
+    (decode), ``cache_n`` (prompt tokens reused from the cache)."""
+    if not isinstance(raw, dict):
+        return None
+    timings = ServerTimings(
+        prefill_ms=_duration_ms(raw.get("prompt_ms")),
+        decode_ms=_duration_ms(raw.get("predicted_ms")),
+        cached_tokens=_count(raw.get("cache_n")),
+        prefill_tokens=_count(raw.get("prompt_n")),
+        decode_tokens=_count(raw.get("predicted_n")),
+    )
+    return None if timings == ServerTimings() else timings
 
 
 class OpenAIAdapter:
@@ -81,10 +136,19 @@ class OpenAIAdapter:
             headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.socket_reads = SocketReads()
+        timeout = timeout or httpx.Timeout(connect=10.0, read=120.0, write=10.0, pool=None)
         self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=timeout or httpx.Timeout(connect=10.0, read=120.0, write=10.0, pool=None),
-            transport=transport or stamping_transport(limits, reads=self.socket_reads),
+            headers=headers, timeout=timeout, transport=transport or stamping_transport(limits, reads=self.socket_reads)
+        )
+        # Retries after a stale keep-alive connection go through a pool that keeps no connection alive, so
+        # each opens a fresh one (a given transport, e.g. a test's mock, is used for them as well).
+        fresh = httpx.Limits(max_connections=max_connections, max_keepalive_connections=0)
+        self._fresh_client = (
+            self._client
+            if transport is not None
+            else httpx.AsyncClient(
+                headers=headers, timeout=timeout, transport=stamping_transport(fresh, reads=self.socket_reads)
+            )
         )
 
     def __repr__(self) -> str:
@@ -101,18 +165,48 @@ class OpenAIAdapter:
             }
         )
         headers = {"Content-Type": "application/json", REQUEST_ID_HEADER: request.request_id}
+        try:
+            try:
+                await self._attempt(self._client, body, headers, request, recorder)
+            except _StaleConnection as stale:
+                # A keep-alive connection the server had closed while it sat in the pool: the request never
+                # reached the server, so it is sent once more, on a connection of its own, and timed from
+                # that send. A failure there, or after any response byte, is the provider's.
+                recorder.stale_connection_retries += 1
+                log.debug("stale keep-alive connection (%s); sending again on a fresh one", stale.reason)
+                await self._attempt(self._fresh_client, body, headers, request, recorder, retry=True)
+        except ProbeFailure as exc:
+            raise exc.redacted(self._secrets()) from None
+
+    async def _attempt(
+        self,
+        client: httpx.AsyncClient,
+        body: bytes,
+        headers: dict[str, str],
+        request: ChatRequest,
+        recorder: StreamRecorder,
+        *,
+        retry: bool = False,
+    ) -> None:
+        """Send the request once on ``client``; raises ``_StaleConnection`` (only when not ``retry``) if it
+        failed on a reused connection before any response byte, else ``ProbeFailure``."""
         streaming = False
         send_at_ns = request.send_at_ns
         wire = WireStamps(recorder.clock)
+        fresh_connection = False
 
         async def trace(event_name: str, info: dict[str, Any]) -> None:
             # "Request sent" is when the request goes onto an open connection: pool waits and TCP/TLS
             # connects before it are not the server's latency. The connection stamps the moment the
             # headers are handed to the socket (``wire.sent_ns``); the stamp taken here is the fallback
             # of a transport without ``SocketBackend``. A scheduled request is held here, on its
-            # connection, until its planned send time.
+            # connection, until its planned send time. A ``connect_tcp`` event means the pool opened a
+            # new connection for this request rather than reusing a kept-alive one.
+            nonlocal fresh_connection
             self._traced = True
-            if event_name in _SENT_EVENTS:
+            if event_name == "connection.connect_tcp.started":
+                fresh_connection = True
+            elif event_name in _SENT_EVENTS:
                 if send_at_ns is not None:
                     await sleep_until(send_at_ns, recorder.clock)
                 recorder.mark_sent()
@@ -123,7 +217,7 @@ class OpenAIAdapter:
                 await sleep_until(send_at_ns, recorder.clock)  # a transport that emits no trace events
             recorder.mark_sent()  # fallback if the transport emits no trace events (e.g. a mock transport)
             with stamping(wire):
-                async with self._client.stream(
+                async with client.stream(
                     "POST", self._url, content=body, headers=headers, extensions={"trace": trace}
                 ) as response:
                     recorder.http_status = response.status_code
@@ -134,10 +228,14 @@ class OpenAIAdapter:
                     done = await self._read_events(response, recorder, wire)
             if not done:
                 raise ProbeFailure("stream_broken", "stream ended without [DONE]")
-        except ProbeFailure as exc:
-            raise exc.redacted(self._secrets()) from None
+        except ProbeFailure:
+            raise
         except Exception as exc:
-            raise failure_for_exception(exc, streaming=streaming).redacted(self._secrets()) from None
+            reused = self._traced and not fresh_connection  # a transport without trace events: unknown
+            no_response = not streaming and wire.read_ns is None
+            if not retry and reused and no_response and isinstance(exc, _STALE_CONNECTION_ERRORS):
+                raise _StaleConnection(type(exc).__name__) from None
+            raise failure_for_exception(exc, streaming=streaming) from None
         finally:
             if wire.sent_ns is not None:
                 recorder.sent_ns = wire.sent_ns
@@ -179,7 +277,9 @@ class OpenAIAdapter:
             if data == "[DONE]":
                 recorder.finish()
                 return True
-            delta, usage = parse_chunk_payload(data)
+            delta, usage, timings = parse_chunk(data)
+            if timings is not None:
+                recorder.server_timings = timings
             recorder.add(delta, usage, arrived_ns)
         return False
 
@@ -191,3 +291,5 @@ class OpenAIAdapter:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._fresh_client is not self._client:
+            await self._fresh_client.aclose()
