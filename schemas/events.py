@@ -60,7 +60,7 @@ class RequestTiming(_Event):
     itl_max_ms: DurationMs | None = None
     decode_tps: NonNegative | None = None
     prompt_tokens: TokenCount = 0
-    cached_prompt_tokens: TokenCount = Field(0, description="prompt tokens the provider served from its cache")
+    cached_prompt_tokens: TokenCount = Field(default=0, description="prompt tokens the provider served from its cache")
     completion_tokens: TokenCount = 0
     token_count_source: Literal["usage", "estimated"] = "estimated"
     price_in_per_mtok: NonNegative = 0.0
@@ -71,14 +71,16 @@ class RequestTiming(_Event):
     )
     tags: dict[str, str] = Field(default_factory=dict)
     server_prefill_ms: DurationMs | None = Field(
-        None, description="the server's own prompt processing time, where it reports one (llama.cpp timings)"
+        default=None, description="the server's own prompt processing time, where it reports one (llama.cpp timings)"
     )
-    server_decode_ms: DurationMs | None = Field(None, description="the server's own generation time of the output")
+    server_decode_ms: DurationMs | None = Field(
+        default=None, description="the server's own generation time of the output"
+    )
     server_cached_tokens: TokenCount | None = Field(
-        None, description="prompt tokens the server reports reusing from its prompt cache"
+        default=None, description="prompt tokens the server reports reusing from its prompt cache"
     )
     stale_connection_retry: bool = Field(
-        False,
+        default=False,
         description="the request was sent again on a fresh connection after a reused keep-alive connection turned "
         "out closed before any response byte; its timings are those of the second send",
     )
@@ -154,6 +156,13 @@ class WindowStats(_Event):
     cost_per_1k_tokens: NonNegative | None = None
     projected_30d_cost_usd: NonNegative = 0.0
     late_events: TokenCount = 0
+    server_prefill_ms_p95: NonNegative | None = Field(
+        default=None, description="p95 of the server's own prefill time, over requests whose server reported it"
+    )
+    server_decode_ms_p95: NonNegative | None = Field(default=None, description="p95 of the server's own decode time")
+    server_cached_tokens_p95: NonNegative | None = Field(
+        default=None, description="p95 of the prompt tokens the server reused from its cache"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> WindowStats:

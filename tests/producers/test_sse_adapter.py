@@ -181,3 +181,25 @@ def test_multi_byte_characters_split_across_reads_are_decoded() -> None:
     whole = chunk("héllo ✓") + DONE
     cut = whole.index("✓".encode()) + 1  # inside the three bytes of the check mark
     assert deltas(run([whole[:cut], whole[cut:]])) == ["héllo ✓"]
+
+
+def test_llama_cpp_usage_chunk_gives_cached_tokens_and_server_timings() -> None:
+    from tokenpulse.producers.adapters.openai import parse_chunk
+    from tokenpulse.producers.stream import ServerTimings
+
+    payload = (
+        '{"choices":[],"created":1,"id":"c","model":"gemma","object":"chat.completion.chunk",'
+        '"usage":{"completion_tokens":48,"prompt_tokens":30,"total_tokens":78,'
+        '"prompt_tokens_details":{"cached_tokens":25}},'
+        '"timings":{"cache_n":25,"prompt_n":5,"prompt_ms":18.2,"prompt_per_token_ms":3.6,'
+        '"prompt_per_second":274.7,"predicted_n":48,"predicted_ms":466.1,"predicted_per_token_ms":9.7,'
+        '"predicted_per_second":102.98}}'
+    )
+    delta, usage, timings = parse_chunk(payload)
+    assert delta == ""
+    assert usage == Usage(30, 48, 25)
+    assert timings == ServerTimings(
+        prefill_ms=18.2, decode_ms=466.1, cached_tokens=25, prefill_tokens=5, decode_tokens=48
+    )
+    assert parse_chunk('{"choices":[],"timings":{"prompt_ms":"x"}}')[2] is None
+    assert parse_chunk('{"choices":[{"delta":{"role":"assistant","content":null}}]}') == ("", None, None)
