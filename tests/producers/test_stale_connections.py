@@ -67,8 +67,9 @@ def test_closed_keepalive_connections_are_retried_not_reported(closing_sim: Simu
     assert len(retried) >= 60 // 4 - concurrency
     assert summary.endpoints["sim"].stale_connection_retries == len(retried)
     for event in retried:
-        # timed from the retry's send: the simulator's 2 ms TTFT, not a dropped attempt plus a reconnect
-        assert event.ttft_ms is not None and event.ttft_ms < 50
+        # The simulator saw (and timed) only the retry, which the probe's TTFT covers.
+        truth = closing_sim.state.ground_truth[str(event.event_id)]
+        assert truth.ttft_ms is not None and event.ttft_ms is not None and event.ttft_ms >= truth.ttft_ms
         assert decode(RequestTiming, encode(event)).stale_connection_retry is True
 
     registry = CollectorRegistry()
@@ -80,15 +81,27 @@ def test_closed_keepalive_connections_are_retried_not_reported(closing_sim: Simu
     )
 
 
-def _requests(base_url: str, count: int = 1) -> list[StreamRecorder | ProbeFailure]:
+class MarkingRecorder(StreamRecorder):
+    """Keeps every ``mark_sent`` (each attempt marks at its start and again when its headers go out)."""
+
+    def __init__(self) -> None:
+        super().__init__(time.monotonic_ns)
+        self.marks: list[int] = []
+
+    def mark_sent(self) -> int:
+        self.marks.append(super().mark_sent())
+        return self.marks[-1]
+
+
+def _requests(base_url: str, count: int = 1) -> list[MarkingRecorder | ProbeFailure]:
     """``count`` requests one after the other through one adapter (so the second may reuse a connection)."""
     adapter = OpenAIAdapter(base_url, None)
-    results: list[StreamRecorder | ProbeFailure] = []
+    results: list[MarkingRecorder | ProbeFailure] = []
 
     async def go() -> None:
         try:
             for number in range(count):
-                recorder = StreamRecorder(time.monotonic_ns)
+                recorder = MarkingRecorder()
                 request = ChatRequest("m", ({"role": "user", "content": "hi"},), 4, f"r{number}")
                 try:
                     await adapter.stream(request, recorder)
@@ -101,6 +114,17 @@ def _requests(base_url: str, count: int = 1) -> list[StreamRecorder | ProbeFailu
 
     asyncio.run(go())
     return results
+
+
+def test_the_retry_is_timed_from_its_own_send() -> None:
+    profiles = {"sim": LatencyProfile(ttft_ms=2, tokens_per_s=5000, jitter=0)}
+    with SimulatorServer(SimulatorConfig(endpoints=profiles, close_connection_after=1)) as sim:
+        first, second = _requests(sim.endpoint_url("sim"), 2)
+    assert isinstance(first, MarkingRecorder) and first.stale_connection_retries == 0 and len(first.marks) == 2
+    assert isinstance(second, MarkingRecorder) and second.stale_connection_retries == 1
+    assert len(second.marks) == 4  # two attempts
+    assert second.sent_ns is not None and second.sent_ns >= second.marks[2] > second.marks[1]
+    assert second.saw_content and second.usage is not None
 
 
 def test_a_fresh_connection_closed_unanswered_is_a_provider_error() -> None:
@@ -121,6 +145,16 @@ def test_a_reused_connection_cut_after_response_bytes_is_not_retried() -> None:
     body = b"data: [DONE]\n\n"
     answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
+    def read_request(conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, _, body_part = data.partition(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        length = next(int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length"))
+        while len(body_part) < length:
+            body_part += conn.recv(65536)
+
     def serve() -> None:
         while True:
             try:
@@ -128,9 +162,9 @@ def test_a_reused_connection_cut_after_response_bytes_is_not_retried() -> None:
             except OSError:
                 return
             accepted.append(1)
-            conn.recv(65536)
+            read_request(conn)
             conn.sendall(answer)
-            conn.recv(65536)
+            read_request(conn)
             conn.sendall(b"HTTP/1.1 20")
             conn.close()
 
@@ -140,6 +174,6 @@ def test_a_reused_connection_cut_after_response_bytes_is_not_retried() -> None:
         first, second = _requests(f"http://127.0.0.1:{port}/v1", 2)
     finally:
         listener.close()
-    assert isinstance(first, StreamRecorder) and first.finished_ns is not None
+    assert isinstance(first, MarkingRecorder) and first.finished_ns is not None
     assert isinstance(second, ProbeFailure)
     assert len(accepted) == 1
