@@ -117,3 +117,38 @@ def test_stack_up_with_llm_serves_restarts_and_stops(llm_stack: NativeStack) -> 
         port = taken.getsockname()[1]
         with pytest.raises(StackError, match=rf"port 127.0.0.1:{port} for llama-server is already in use"):
             llm_stack.up(["llm"], llm_port=port)
+
+
+def test_cli_rejects_bad_llm_options_in_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["stack", "up", "--docker", "--with-llm", "--home", str(tmp_path)])
+    assert isinstance(result.exception, StackError) and "leave out --docker" in str(result.exception)
+    result = runner.invoke(app, ["stack", "up", "--only", "vllm", "--home", str(tmp_path)])
+    assert isinstance(result.exception, StackError) and "'kafka', 'influx' or 'llm'" in str(result.exception)
+
+
+def test_env_and_status_show_a_started_engine(tmp_path: Path) -> None:
+    # The connection file as `stack up --with-llm` leaves it; the engine is not running now.
+    state = {
+        "llm": {
+            "base_url": "http://127.0.0.1:45678/v1",
+            "origin": "http://127.0.0.1:45678",
+            "model": llm.MODEL_ALIAS,
+            "port": 45678,
+            "version": llm.ENGINE_VERSION,
+            "data_dir": str(tmp_path / "llm"),
+        }
+    }
+    (tmp_path / "stack.json").write_text(json.dumps(state))
+    runner = CliRunner()
+    env_out = runner.invoke(app, ["stack", "env", "--home", str(tmp_path)])
+    assert "export TOKENPULSE_LLM_BASE_URL=http://127.0.0.1:45678/v1" in env_out.output
+    assert f"export TOKENPULSE_LLM_MODEL={llm.MODEL_ALIAS}" in env_out.output
+    status_out = runner.invoke(app, ["stack", "status", "--json", "--home", str(tmp_path)])
+    assert status_out.exit_code == 1
+    status = json.loads(status_out.output)
+    assert status["llm"]["running"] is False and status["llm"]["detail"] == "not running"
+    # A plain `stack up` later forgets an engine that is not running (so status can be healthy again).
+    stack = NativeStack(tmp_path, tmp_path / "cache")
+    stack.up([])
+    assert "llm" not in stack.connection()
