@@ -15,9 +15,10 @@ A field of the wrong type raises ``InvalidChunk`` naming the field (the adapters
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
-from tokenpulse.producers.stream import Usage
+from tokenpulse.producers.stream import ServerTimings, Usage
 
 
 class InvalidChunk(ValueError):
@@ -34,15 +35,52 @@ class ParsedChunk(NamedTuple):
     reasoning: str = ""
     tool_call_indexes: tuple[int, ...] = ()
     usage: Usage | None = None
+    timings: ServerTimings | None = None
+    """The server's own timings (llama.cpp's ``timings`` object, on the usage chunk), if it sent any."""
 
 
 EMPTY = ParsedChunk()
 
 
 def parse_chunk_document(document: Any) -> ParsedChunk:
-    """The output and usage of one decoded chunk; raises ``InvalidChunk`` naming the offending field."""
+    """The output, usage and server timings of one decoded chunk; raises ``InvalidChunk`` naming the
+    offending field."""
     if type(document) is not dict:
         raise InvalidChunk(f"stream chunk is not a JSON object but {type(document).__name__}")
+    chunk = _parse_output(document)
+    raw_timings = document.get("timings")
+    if raw_timings is not None and (timings := parse_server_timings(raw_timings)) is not None:
+        return chunk._replace(timings=timings)
+    return chunk
+
+
+def parse_server_timings(raw: Any) -> ServerTimings | None:
+    """llama.cpp's ``timings``: ``prompt_n``/``prompt_ms`` (prefill), ``predicted_n``/``predicted_ms``
+    (decode), ``cache_n`` (prompt tokens reused from the cache). Fields of the wrong type are left out;
+    ``None`` when nothing usable is there."""
+    if type(raw) is not dict:
+        return None
+    timings = ServerTimings(
+        prefill_ms=_duration_ms(raw.get("prompt_ms")),
+        decode_ms=_duration_ms(raw.get("predicted_ms")),
+        cached_tokens=_timing_count(raw.get("cache_n")),
+        prefill_tokens=_timing_count(raw.get("prompt_n")),
+        decode_tokens=_timing_count(raw.get("predicted_n")),
+    )
+    return None if timings == ServerTimings() else timings
+
+
+def _timing_count(value: Any) -> int | None:
+    return value if type(value) is int and value >= 0 else None
+
+
+def _duration_ms(value: Any) -> float | None:
+    if type(value) in (int, float) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def _parse_output(document: dict[str, Any]) -> ParsedChunk:
     choices = document.get("choices")
     if choices is None and "error" in document:
         raise InvalidChunk(f"error in stream: {str(document['error'])[:200]}")

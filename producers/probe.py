@@ -75,6 +75,8 @@ class EndpointSummary:
     schedule_lag_ms: list[float] = field(default_factory=list)
     cost_usd: float = 0.0
     completion_tokens: int = 0
+    stale_connection_retries: int = 0
+    """Requests sent again on a fresh connection after a reused keep-alive one turned out closed."""
     socket_reads: SocketReads | None = None
     """The adapter's socket reads (``None`` for an adapter without the probe's own connections)."""
 
@@ -91,6 +93,7 @@ class EndpointSummary:
             self.schedule_lag_ms.append(event.schedule_lag_ms)
         self.cost_usd += event.cost_usd
         self.completion_tokens += event.completion_tokens
+        self.stale_connection_retries += event.stale_connection_retry
 
     def quantile(self, metric: str, q: float) -> float | None:
         values: list[float] = getattr(self, metric)
@@ -312,6 +315,10 @@ class EndpointProbe:
             cost_usd=metrics.cost_usd,
             schedule_lag_ms=(sent_ns - planned_ns) / 1e6 if planned_ns is not None else None,
             tags=dict(self.workload.tags),
+            server_prefill_ms=server.prefill_ms if (server := recorder.server_timings) is not None else None,
+            server_decode_ms=server.decode_ms if server is not None else None,
+            server_cached_tokens=server.cached_tokens if server is not None else None,
+            stale_connection_retry=recorder.stale_connection_retries > 0,
         )
 
 

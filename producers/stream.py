@@ -25,6 +25,22 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerTimings:
+    """The server's own account of one request, where it reports one (llama.cpp's ``timings``).
+
+    ``prefill_ms`` is the server's prompt processing, ``decode_ms`` its generation of the output tokens,
+    ``cached_tokens`` the prompt tokens it reused from its cache. TTFT minus ``prefill_ms`` is queueing,
+    network and the client's own time.
+    """
+
+    prefill_ms: float | None = None
+    decode_ms: float | None = None
+    cached_tokens: int | None = None
+    prefill_tokens: int | None = None
+    decode_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamChunk:
     """One received stream event: when it arrived, its answer text (possibly empty), its reasoning text,
     the indexes of the tool calls it carried a fragment of, and usage if it carried any."""
@@ -89,6 +105,10 @@ class StreamRecorder:
     tool_chunks: dict[int, tuple[int, ...]] = field(default_factory=dict)
     """Chunk index -> indexes of the tool calls that chunk carried a fragment of."""
     finished_ns: int | None = None
+    server_timings: ServerTimings | None = None
+    """The last server-side timings the stream carried (``None`` if the server reports none)."""
+    stale_connection_retries: int = 0
+    """1 if the request was sent again on a fresh connection after a reused one turned out closed."""
     _seen_content: bool = False
 
     def mark_sent(self) -> int:

@@ -86,6 +86,20 @@ class RequestTiming(_Event):
         None, description="open-loop schedules: actual minus planned send time"
     )
     tags: dict[str, str] = Field(default_factory=dict)
+    server_prefill_ms: DurationMs | None = Field(
+        default=None, description="the server's own prompt processing time, where it reports one (llama.cpp timings)"
+    )
+    server_decode_ms: DurationMs | None = Field(
+        default=None, description="the server's own generation time of the output"
+    )
+    server_cached_tokens: TokenCount | None = Field(
+        default=None, description="prompt tokens the server reports reusing from its prompt cache"
+    )
+    stale_connection_retry: bool = Field(
+        default=False,
+        description="the request was sent again on a fresh connection after a reused keep-alive connection turned "
+        "out closed before any response byte; its timings are those of the second send",
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -176,6 +190,13 @@ class WindowStats(_Event):
     cost_per_1k_tokens: NonNegative | None = None
     projected_30d_cost_usd: NonNegative = 0.0
     late_events: TokenCount = 0
+    server_prefill_ms_p95: NonNegative | None = Field(
+        default=None, description="p95 of the server's own prefill time, over requests whose server reported it"
+    )
+    server_decode_ms_p95: NonNegative | None = Field(default=None, description="p95 of the server's own decode time")
+    server_cached_tokens_p95: NonNegative | None = Field(
+        default=None, description="p95 of the prompt tokens the server reused from its cache"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> WindowStats:

@@ -100,6 +100,9 @@ def request_line_generic(event: RequestTiming) -> str:
         "reasoning_tokens": int(event.reasoning_tokens),
         "tool_calls": int(event.tool_calls),
         "cost_usd": float(event.cost_usd),
+        "server_prefill_ms": _f(event.server_prefill_ms),
+        "server_decode_ms": _f(event.server_decode_ms),
+        "server_cached_tokens": None if event.server_cached_tokens is None else int(event.server_cached_tokens),
         "event_id": str(event.event_id),
     }
     return build_line(MEASUREMENT_REQUEST, tags, fields, event.started_at)
@@ -151,12 +154,19 @@ def request_line(event: RequestTiming) -> str:
         fields += f",itl_p95_ms={float(itl)!r}"
     if tps is not None:
         fields += f",decode_tps={float(tps)!r}"
+    server = ""  # the server's own timings, where it reports them (llama.cpp)
+    if event.server_prefill_ms is not None:
+        server += f",server_prefill_ms={float(event.server_prefill_ms)!r}"
+    if event.server_decode_ms is not None:
+        server += f",server_decode_ms={float(event.server_decode_ms)!r}"
+    if event.server_cached_tokens is not None:
+        server += f",server_cached_tokens={int(event.server_cached_tokens)}i"
     # A UUID's text is hex digits and dashes only: nothing to escape inside the quotes.
     return (
         f"{_request_head(event)} {fields},prompt_tokens={int(event.prompt_tokens)}i,"
         f"cached_prompt_tokens={int(event.cached_prompt_tokens)}i,"
         f"completion_tokens={int(event.completion_tokens)}i,reasoning_tokens={int(event.reasoning_tokens)}i,"
-        f"tool_calls={int(event.tool_calls)}i,cost_usd={float(event.cost_usd)!r},"
+        f"tool_calls={int(event.tool_calls)}i,cost_usd={float(event.cost_usd)!r}{server},"
         f'event_id="{event.event_id}" {event.started_at}'
     )
 
@@ -192,6 +202,9 @@ def window_line(stats: WindowStats) -> str:
         "cost_usd": float(stats.cost_usd),
         "cost_per_1k_tokens": _f(stats.cost_per_1k_tokens),
         "projected_30d_cost_usd": float(stats.projected_30d_cost_usd),
+        "server_prefill_p95_ms": _f(stats.server_prefill_ms_p95),
+        "server_decode_p95_ms": _f(stats.server_decode_ms_p95),
+        "server_cached_tokens_p95": _f(stats.server_cached_tokens_p95),
     }
     return build_line(MEASUREMENT_WINDOW, tags, fields, stats.window_end)
 

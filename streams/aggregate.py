@@ -51,6 +51,9 @@ class PaneAccumulator:
         "late_events",
         "prompt_tokens",
         "reasoning_tokens",
+        "server_cached_tokens",
+        "server_decode_ms",
+        "server_prefill_ms",
         "tpot_ms",
         "ttfa_ms",
         "ttft_ms",
@@ -69,6 +72,9 @@ class PaneAccumulator:
         self.e2e_ms = QuantileSketch()
         self.tpot_ms = QuantileSketch()
         self.decode_tps = QuantileSketch()
+        self.server_prefill_ms = QuantileSketch()
+        self.server_decode_ms = QuantileSketch()
+        self.server_cached_tokens = QuantileSketch()
         self.late_events: dict[str, int] = {}
 
     def add(self, event: RequestTiming) -> None:
@@ -90,6 +96,12 @@ class PaneAccumulator:
             self.tpot_ms.add(event.tpot_ms)
         if event.decode_tps is not None:
             self.decode_tps.add(event.decode_tps)
+        if event.server_prefill_ms is not None:
+            self.server_prefill_ms.add(event.server_prefill_ms)
+        if event.server_decode_ms is not None:
+            self.server_decode_ms.add(event.server_decode_ms)
+        if event.server_cached_tokens is not None:
+            self.server_cached_tokens.add(event.server_cached_tokens)
 
     def add_late(self, window_label: str) -> None:
         self.late_events[window_label] = self.late_events.get(window_label, 0) + 1
@@ -108,6 +120,9 @@ class PaneAccumulator:
         self.e2e_ms.merge(other.e2e_ms)
         self.tpot_ms.merge(other.tpot_ms)
         self.decode_tps.merge(other.decode_tps)
+        self.server_prefill_ms.merge(other.server_prefill_ms)
+        self.server_decode_ms.merge(other.server_decode_ms)
+        self.server_cached_tokens.merge(other.server_cached_tokens)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -123,6 +138,9 @@ class PaneAccumulator:
             "e2e_ms": self.e2e_ms.to_state(),
             "tpot_ms": self.tpot_ms.to_state(),
             "decode_tps": self.decode_tps.to_state(),
+            "server_prefill_ms": self.server_prefill_ms.to_state(),
+            "server_decode_ms": self.server_decode_ms.to_state(),
+            "server_cached_tokens": self.server_cached_tokens.to_state(),
             "late": self.late_events,
         }
 
@@ -145,6 +163,9 @@ class PaneAccumulator:
         pane.tpot_ms = QuantileSketch.from_state(state["tpot_ms"])
         pane.decode_tps = QuantileSketch.from_state(state["decode_tps"])
         pane.late_events = dict(state["late"])
+        for name in ("server_prefill_ms", "server_decode_ms", "server_cached_tokens"):
+            if name in state:  # state written before these sketches existed has none
+                setattr(pane, name, QuantileSketch.from_state(state[name]))
         return pane
 
 
@@ -189,4 +210,7 @@ def window_stats(
         cost_per_1k_tokens=total.cost_usd * 1000 / tokens if tokens else None,
         projected_30d_cost_usd=total.cost_usd * THIRTY_DAYS_S / duration_s,
         late_events=late_events,
+        server_prefill_ms_p95=total.server_prefill_ms.quantile(0.95),
+        server_decode_ms_p95=total.server_decode_ms.quantile(0.95),
+        server_cached_tokens_p95=total.server_cached_tokens.quantile(0.95),
     )

@@ -129,6 +129,9 @@ class SimulatorConfig(BaseModel):
     endpoints: Annotated[dict[str, LatencyProfile], Field(min_length=1)]
     changes: list[ProfileChange] = Field(default_factory=list)
     seed: int | None = None
+    close_connection_after: Annotated[int, Field(ge=0)] | None = None
+    """Drop every keep-alive connection, without a response, when its request number N+1 arrives: what a
+    server that has closed an idle pooled connection looks like to a client that reuses it."""
 
     @model_validator(mode="after")
     def _changes_name_endpoints(self) -> SimulatorConfig:

@@ -119,6 +119,9 @@ class SimulatorState:
         """First-byte time of the request being received on each connection (see ``ArrivalStamps``)."""
         self.prompt_prefixes: dict[str, set[bytes]] = {}
         """Per endpoint, the message prefixes seen so far (the simulated prompt cache)."""
+        self.close_connection_after = config.close_connection_after
+        self.dropped_requests = 0
+        """Requests dropped unanswered by ``close_connection_after``."""
 
     def cached_prompt_tokens(self, endpoint: str, messages: list[Any]) -> int:
         """Tokens of the longest prefix of ``messages`` (whole messages) an earlier request sent; remembers these."""
@@ -156,14 +159,17 @@ class ArrivalStamps(asyncio.Protocol):
     handler two event-loop turns after the bytes were read, and a busy loop reads them late; both waits
     are the simulator's, not the network's, so they must not count as TTFT. A stamp is taken by the first
     ``data_received`` after the previous request's was claimed (``claim_arrival``, once the whole request
-    body is in), so body bytes never start a new request.
+    body is in), so body bytes never start a new request. With ``state.close_connection_after`` = N, the
+    first bytes of request N+1 on a connection close it instead, unanswered.
     """
 
-    def __init__(self, inner: asyncio.Protocol, arrivals: dict[asyncio.BaseProtocol, int], clock: Callable[[], int]):
+    def __init__(self, inner: asyncio.Protocol, state: SimulatorState):
         self._inner = inner
-        self._arrivals = arrivals
-        self._clock = clock
+        self._state = state
+        self._arrivals = state.arrivals
+        self._clock = state.clock
         self._transport: asyncio.BaseTransport | None = None
+        self._requests = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -171,6 +177,13 @@ class ArrivalStamps(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._inner not in self._arrivals:
+            self._requests += 1
+            limit = self._state.close_connection_after
+            if limit is not None and self._requests > limit and self._transport is not None:
+                with self._state.lock:
+                    self._state.dropped_requests += 1
+                self._transport.close()
+                return
             arrived = accepted_arrival_ns(self._transport) if self._clock is time.monotonic_ns else None
             self._arrivals[self._inner] = arrived if arrived is not None else self._clock()
         self._inner.data_received(data)
@@ -197,7 +210,7 @@ def listen(
     server = runner.server
     if server is None:
         raise RuntimeError("call runner.setup() before listen()")
-    return StampedServer(sock, lambda: ArrivalStamps(server(), state.arrivals, state.clock)).start(loop)
+    return StampedServer(sock, lambda: ArrivalStamps(server(), state)).start(loop)
 
 
 def claim_arrival(state: SimulatorState, request: web.BaseRequest) -> int:

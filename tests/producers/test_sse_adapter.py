@@ -214,3 +214,26 @@ def test_a_bad_reasoning_field_mid_stream_is_invalid_response_naming_it() -> Non
     with pytest.raises(ProbeFailure) as info:
         run([chunk("a"), bad, DONE])
     assert info.value.kind == "invalid_response" and "choices[0].delta.reasoning" in info.value.detail
+
+
+def test_llama_cpp_usage_chunk_gives_cached_tokens_and_server_timings() -> None:
+    from tokenpulse.producers.adapters.openai import parse_chunk_payload
+    from tokenpulse.producers.stream import ServerTimings
+
+    payload = (
+        '{"choices":[],"created":1,"id":"c","model":"gemma","object":"chat.completion.chunk",'
+        '"usage":{"completion_tokens":48,"prompt_tokens":30,"total_tokens":78,'
+        '"prompt_tokens_details":{"cached_tokens":25}},'
+        '"timings":{"cache_n":25,"prompt_n":5,"prompt_ms":18.2,"prompt_per_token_ms":3.6,'
+        '"prompt_per_second":274.7,"predicted_n":48,"predicted_ms":466.1,"predicted_per_token_ms":9.7,'
+        '"predicted_per_second":102.98}}'
+    )
+    chunk = parse_chunk_payload(payload)
+    assert chunk.content == ""
+    assert chunk.usage == Usage(30, 48, 25)
+    assert chunk.timings == ServerTimings(
+        prefill_ms=18.2, decode_ms=466.1, cached_tokens=25, prefill_tokens=5, decode_tokens=48
+    )
+    assert parse_chunk_payload('{"choices":[],"timings":{"prompt_ms":"x"}}').timings is None
+    role_only = parse_chunk_payload('{"choices":[{"delta":{"role":"assistant","content":null}}]}')
+    assert (role_only.content, role_only.usage, role_only.timings) == ("", None, None)
