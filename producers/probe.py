@@ -190,7 +190,7 @@ class EndpointProbe:
         self.url = endpoint_url(endpoint)
         self.gate = RetryAfterGate(clocks.monotonic_ns, workload.max_retry_after_s)
         self.warmups_done = 0
-        self.options = {p.id: endpoint.options.merged(p.options).body_fields() for p in prompts}
+        self.options = {p.id: (p, endpoint.options.merged(p.options).body_fields()) for p in prompts}
 
     async def run(self, rng: random.Random) -> None:
         total = self.workload.requests + self.workload.warmup_requests if self.workload.requests else None
@@ -216,10 +216,10 @@ class EndpointProbe:
 
     def request_options(self, prompt: Prompt) -> dict[str, Any]:
         """The body fields of ``prompt`` on this endpoint (merged once per prompt of the workload)."""
-        options = self.options.get(prompt.id)
-        if options is None or prompt not in self.prompts:
-            options = self.endpoint.options.merged(prompt.options).body_fields()
-        return options
+        known = self.options.get(prompt.id)
+        if known is not None and known[0] is prompt:
+            return known[1]
+        return self.endpoint.options.merged(prompt.options).body_fields()
 
     async def probe_once(self, prompt: Prompt, planned_ns: int | None = None) -> RequestTiming:
         """Send one request and return its event; never raises for a failed request."""

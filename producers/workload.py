@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from tokenpulse.producers.errors import WorkloadError
 from tokenpulse.producers.timing import Prices
+from tokenpulse.volume import ProductionVolume
 from tokenpulse.yamlfile import read_yaml_mapping
 
 _FIXES: dict[str, str] = {
@@ -38,6 +39,7 @@ _FIXES: dict[str, str] = {
     "reasoning_effort": "use minimal, low, medium or high",
     "extra_body": "a mapping of request fields passed through as they are, e.g. {top_k: 20}",
     "extra_headers": "a mapping of header name to value, e.g. {X-Org: team-a}",
+    "production": "give {requests_per_day: N} or {tokens_per_day: N}",
     "tools": "a list like [{type: function, function: {name: get_weather, parameters: {...}}}]",
 }
 MAX_PROMPT_ID = 200
@@ -297,6 +299,9 @@ class Workload(_Strict):
     max_retry_after_s: Annotated[float, Field(ge=0.0)] = 60.0
     timeouts: Timeouts = Timeouts()
     tags: dict[str, str] = Field(default_factory=dict)
+    production: ProductionVolume | None = Field(
+        None, description="the traffic this workload stands for; tokenpulse trends -w projects a month's cost at it"
+    )
 
     @model_validator(mode="after")
     def _bounded(self) -> Workload:

@@ -77,6 +77,14 @@ def register(app: typer.Typer) -> None:
         tokens_per_day: Annotated[
             float | None, typer.Option(help="production volume: also project the monthly cost at N tokens a day")
         ] = None,
+        workload_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--workload-file",
+                "-w",
+                help="a workload file: compare providers on it, at the production volume it declares",
+            ),
+        ] = None,
         config: ConfigOpt = None,
     ) -> None:
         """p50/p95 TTFT, TTFA, e2e and TPOT (successful requests) per provider/model per day, error rate,
@@ -85,6 +93,13 @@ def register(app: typer.Typer) -> None:
 
         from tokenpulse.sinks.trends import plot_report, query_trends, report_csv, report_json
 
+        if workload_file is not None:
+            from tokenpulse.volume import volume_of_workload_file
+
+            name, declared = volume_of_workload_file(workload_file)
+            workload = workload or name
+            if declared is not None and requests_per_day is None and tokens_per_day is None:
+                requests_per_day, tokens_per_day = declared.requests_per_day, declared.tokens_per_day
         settings = load_settings(config)
         token = settings.influx_token.get_secret_value()
         with InfluxDBClient(url=settings.influx_url, token=token, org=settings.influx_org) as client:
@@ -143,9 +158,9 @@ def register(app: typer.Typer) -> None:
             scope = f"workload {workload}" if workload else "all workloads"
             compare = Table(title=f"provider comparison ({scope}, last {since})")
             volume = (
-                f"30 days at {requests_per_day:g} req/day"
+                f"30 days at {requests_per_day:,.0f} req/day"
                 if requests_per_day is not None
-                else f"30 days at {tokens_per_day:g} tok/day"
+                else f"30 days at {tokens_per_day:,.0f} tok/day"
                 if tokens_per_day is not None
                 else None
             )
@@ -181,7 +196,7 @@ def register(app: typer.Typer) -> None:
                     format_number(None if c.cache_hit_ratio is None else c.cache_hit_ratio * 100, 1),
                     format_number(c.cost_per_1k_tokens, 5),
                     f"${c.cost_usd:.2f}",
-                    f"{c.observed_hours:.2f} h",
+                    _period(c.observed_hours),
                     "-" if c.projected_30d_cost_usd is None else f"${c.projected_30d_cost_usd:,.2f}",
                 ]
                 if volume:
@@ -221,3 +236,12 @@ def register(app: typer.Typer) -> None:
             f"rollup bucket {result.rollup_bucket}: retention {result.rollup_retention_s or 'infinite'}s; "
             f"task {result.task_id} {'created' if result.task_created else 'updated'}"
         )
+
+
+def _period(hours: float) -> str:
+    """An observed period as a person reads it: seconds, minutes or hours."""
+    if hours < 0.1:
+        return f"{hours * 3600:.0f} s"
+    if hours < 2:
+        return f"{hours * 60:.0f} min"
+    return f"{hours:.1f} h"

@@ -134,3 +134,62 @@ def test_json_schema_export(tmp_path: Path) -> None:
     assert schema["$schema"].endswith("2020-12/schema")
     assert schema["properties"]["started_at"]["format"] == "date-time"
     assert {"event_id", "ttft_ms", "error_kind", "token_count_source"} <= set(schema["properties"])
+
+
+NEW_REQUEST_FIELDS = (
+    "ttfa_ms",
+    "reasoning_ms",
+    "cached_prompt_tokens",
+    "reasoning_tokens",
+    "tool_calls",
+    "price_cached_in_per_mtok",
+    "price_reasoning_out_per_mtok",
+)
+
+
+def test_an_event_written_before_the_reasoning_fields_still_decodes() -> None:
+    document = json.loads(encode(timing(prompt_tokens=10, completion_tokens=5)))
+    for name in NEW_REQUEST_FIELDS:
+        del document[name]
+    old = decode(RequestTiming, json.dumps(document))
+    assert old.schema_version == 1 and old.completion_tokens == 5
+    assert (old.ttfa_ms, old.reasoning_ms, old.cached_prompt_tokens, old.reasoning_tokens, old.tool_calls) == (
+        None,
+        None,
+        0,
+        0,
+        0,
+    )
+    window = json.loads(encode(WindowStats(**_window_fields())))
+    for name in ("ttfa_ms", "cached_prompt_tokens", "reasoning_tokens", "cache_hit_ratio", "reasoning_share"):
+        del window[name]
+    assert decode(WindowStats, json.dumps(window)).ttfa_ms is None
+
+
+def _window_fields() -> dict[str, Any]:
+    return dict(
+        provider="p",
+        model="m",
+        workload="w",
+        window="1m",
+        window_start=T0,
+        window_end=T0 + 60 * 10**9,
+        count=2,
+        error_count=0,
+        error_rate=0.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"ttft_ms": 50.0, "ttfa_ms": 40.0}, "ttfa_ms"),
+        ({"ttft_ms": None, "ttfa_ms": 40.0}, "ttfa_ms"),
+        ({"ttfa_ms": 150.0}, "ttfa_ms"),
+        ({"prompt_tokens": 5, "cached_prompt_tokens": 6}, "cached_prompt_tokens"),
+        ({"completion_tokens": 5, "reasoning_tokens": 6}, "reasoning_tokens"),
+    ],
+)
+def test_inconsistent_reasoning_and_cache_figures_are_rejected(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        timing(**overrides)
