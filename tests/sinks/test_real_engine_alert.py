@@ -24,7 +24,7 @@ from tokenpulse.testing.services import InfluxEndpoint, LlmEndpoint
 from tokenpulse.testing.sinks import settings_for, wait_until
 from tokenpulse.testing.streams import WorkerProcess
 
-pytestmark = [pytest.mark.real_engine, pytest.mark.integration]
+pytestmark = [pytest.mark.real_engine, pytest.mark.integration, pytest.mark.timeout(1800)]
 
 WINDOW = "5s"
 RULES = {

@@ -78,6 +78,7 @@ def llm_stack(tmp_path: Path) -> Iterator[NativeStack]:
 
 @pytest.mark.real_engine
 @pytest.mark.integration
+@pytest.mark.timeout(1800)  # the first use builds the engine
 def test_stack_up_with_llm_serves_restarts_and_stops(llm_stack: NativeStack) -> None:
     try:
         status = llm_stack.up(["llm"])
