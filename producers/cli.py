@@ -1,12 +1,13 @@
-"""Commands of the producers package: ``tokenpulse simulate`` and ``tokenpulse probe``."""
+"""Commands of the producers package: ``tokenpulse simulate``, ``tokenpulse probe`` and ``tokenpulse monitor``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 import yaml
@@ -132,3 +133,136 @@ def register(app: typer.Typer) -> None:
                 f"{stats.pending_in_spool} still in the spool (replayed by the next run)"
             )
         console.print(f"{result.warmup_requests} warm-up requests excluded; {result.elapsed_s:.1f} s")
+
+    @app.command("monitor")
+    def monitor(
+        workload_paths: Annotated[
+            list[Path],
+            typer.Option("--workload", "-w", help="workload YAML file or a directory of them (repeatable)"),
+        ],
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="only validate the workloads")] = False,
+        config: Annotated[Path | None, typer.Option("--config", help="tokenpulse settings YAML")] = None,
+        home: Annotated[Path | None, typer.Option("--home", help="stack state dir")] = None,
+        live: Annotated[bool, typer.Option("--live/--no-live", help="live table (only on a terminal)")] = True,
+        drain_timeout: Annotated[
+            float, typer.Option(help="seconds for requests in flight, then for Kafka, when stopping")
+        ] = 30.0,
+        log_format: Annotated[LogFormatChoice, typer.Option("--log-format", help="text or json lines")] = "text",
+        log_level: Annotated[
+            LogLevelChoice, typer.Option("--log-level", help="debug shows kafka-python's own")
+        ] = "info",
+        metrics_port: MetricsPortOpt = 0,
+        metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
+    ) -> None:
+        """Run every workload continuously on its schedule until SIGTERM/SIGINT (the deployed probe).
+
+        SIGHUP reloads the workload files (a file that does not validate is reported and its workload kept).
+        SIGTERM lets requests in flight finish (at most --drain-timeout), flushes Kafka and exits 0.
+        --metrics-port serves /metrics and /healthz.
+        """
+        run_monitor(
+            workload_paths,
+            dry_run=dry_run,
+            config=config,
+            home=home,
+            live=live,
+            drain_timeout_s=drain_timeout,
+            log_format=log_format,
+            log_level=log_level,
+            metrics=MetricsEndpoint(metrics_port, metrics_host),
+        )
+
+
+LogFormatChoice = Literal["text", "json"]
+LogLevelChoice = Literal["debug", "info", "warning", "error"]
+
+
+def run_monitor(
+    workload_paths: list[Path],
+    *,
+    dry_run: bool,
+    config: Path | None,
+    home: Path | None,
+    live: bool,
+    drain_timeout_s: float,
+    log_format: LogFormatChoice,
+    log_level: LogLevelChoice,
+    metrics: MetricsEndpoint,
+) -> None:
+    import gc
+    import socket
+
+    from tokenpulse.config import load_settings
+    from tokenpulse.logs import configure_logging
+    from tokenpulse.metrics import serve_metrics
+    from tokenpulse.producers.metrics import ProbeCollector, PublisherCollector
+    from tokenpulse.producers.monitor import BrokerWatch, Monitor
+    from tokenpulse.producers.probe import run_async
+    from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig
+    from tokenpulse.producers.report import monitor_table
+
+    console = Console()
+    if dry_run:
+        checker = Monitor(workload_paths, sink=_NoSink(), environ=os.environ)
+        for path, workload in checker.load().items():
+            names = ", ".join(f"{e.name} ({e.kind}, {e.model})" for e in workload.endpoints)
+            console.print(f"{path}: workload {workload.name!r} is valid; schedule {workload.schedule.kind}; {names}")
+        return
+    configure_logging(log_format, getattr(logging, log_level.upper()))
+    if log_level != "debug":
+        # kafka-python logs every failed reconnect at ERROR, several a second while a broker is away; the
+        # monitor says once when the broker goes and once when it is back (BrokerWatch).
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request; the events carry them
+    log = logging.getLogger("tokenpulse.monitor")
+    settings = load_settings(config, home)
+    spool = Path(settings.data_dir) / "spool" / f"monitor-{socket.gethostname()}.jsonl"
+    publisher = KafkaPublisher(
+        PublisherConfig(bootstrap=settings.kafka_bootstrap, topic=settings.topics.request_timings, spool_path=spool)
+    )
+    monitor = Monitor(workload_paths, publisher, environ=os.environ, drain_timeout_s=drain_timeout_s)
+    try:
+        monitor.load()
+        server = serve_metrics(
+            metrics, [ProbeCollector(monitor.summaries), PublisherCollector(publisher)], health=monitor.health
+        )
+    except TokenpulseError:
+        publisher.close(timeout_s=1.0)
+        raise
+    if server is not None:
+        log.info("metrics at %s, health at %s", server.url, server.url.replace("/metrics", "/healthz"))
+
+    async def main() -> None:
+        watch = BrokerWatch(publisher.stats_snapshot, settings.kafka_bootstrap)
+        watcher = asyncio.create_task(watch.watch())
+        gc.freeze()  # what exists at start is never garbage: keep full collections short for the run
+        try:
+            await monitor.run()
+        finally:
+            watcher.cancel()
+
+    try:
+        if live and console.is_terminal:
+            with Live(get_renderable=lambda: monitor_table(monitor.summaries()), console=console, refresh_per_second=2):
+                run_async(main())
+        else:
+            run_async(main())
+        log.info("schedules stopped; flushing events to Kafka (at most %gs)", drain_timeout_s)
+        publisher.drain(drain_timeout_s)
+    finally:
+        stats = publisher.close()
+        if server is not None:
+            server.close()
+    log.info(
+        "monitor stopped: %d events published, %d delivered, %d still in the spool %s (replayed by the next run)",
+        stats.published,
+        stats.delivered,
+        stats.pending_in_spool,
+        spool,
+        extra={"published": stats.published, "delivered": stats.delivered, "pending_in_spool": stats.pending_in_spool},
+    )
+
+
+class _NoSink:
+    def publish(self, event: object) -> None:
+        raise AssertionError("a dry run publishes nothing")
