@@ -210,9 +210,11 @@ def run_monitor(
         return
     configure_logging(log_format, getattr(logging, log_level.upper()))
     if log_level != "debug":
-        # kafka-python logs every failed reconnect at ERROR, several a second while a broker is away; the
-        # monitor says once when the broker goes and once when it is back (BrokerWatch).
+        # kafka-python logs every failed reconnect at ERROR, several a second while a broker is away, and the
+        # publisher a warning per spooled send; the monitor says once when the broker goes and once when it is
+        # back (BrokerWatch). --log-level debug shows them all.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        logging.getLogger("tokenpulse.producers.publisher").setLevel(logging.ERROR)
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request; the events carry them
     log = logging.getLogger("tokenpulse.monitor")
     settings = load_settings(config, home)
