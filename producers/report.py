@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rich import box
 from rich.table import Table
 
 from tokenpulse.formatting import format_number
@@ -60,38 +61,31 @@ def summary_table(summary: ProbeSummary, title: str | None = None) -> Table:
 
 def monitor_table(summaries: Iterable[ProbeSummary], title: str = "tokenpulse monitor") -> Table:
     """One row per workload and endpoint: p95 TTFT and TTFA, tokens/s, error rate, cost per 1k tokens,
-    skipped slots and whether the endpoint is up."""
-    table = Table(title=title)
-    columns = (
-        "workload",
-        "provider",
-        "endpoint",
-        "requests",
-        "ttft p95 ms",
-        "ttfa p95 ms",
-        "tok/s p50",
-        "error rate",
-        "usd / 1k tok",
-        "skipped",
-        "up",
-    )
+    skipped slots, and "down" while the endpoint's circuit breaker is open."""
+    current = list(summaries)
+    several = len({s.workload for s in current}) > 1
+    if current and not several:
+        title = f"{title}: workload {current[0].workload}"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    columns = ("provider", "endpoint", "reqs", "TTFT p95", "TTFA p95", "tok/s", "err", "$/1k tok", "skip")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("workload", "provider", "endpoint") else "right")
-    for summary in summaries:
+        left = column in ("provider", "endpoint")
+        table.add_column(column, justify="left" if left else "right", no_wrap=True)
+    table.caption = "ms; tok/s p50; err: failed share; skip: slots held back after errors"
+    for summary in current:
         for name, ep in list(summary.endpoints.items()):
             fig = ep.figures
             rate = fig.error_rate
+            provider = ep.provider or name
             table.add_row(
-                summary.workload,
-                ep.provider or name,
-                name,
+                provider if fig.up else f"{provider} [red]down[/red]",
+                f"{summary.workload}/{name}" if several else name,
                 str(fig.requests),
                 format_number(fig.ttft_p95_ms, 1, grouping=True),
                 format_number(fig.ttfa_p95_ms, 1, grouping=True),
                 format_number(fig.decode_tps_p50, 1, grouping=True),
-                "-" if rate is None else (f"[red]{100 * rate:.1f}%[/red]" if rate else "0.0%"),
-                format_number(fig.cost_per_1k_tokens, 5),
+                "-" if rate is None else (f"[red]{100 * rate:.1f}%[/red]" if rate else "0%"),
+                format_number(fig.cost_per_1k_tokens, 4),
                 str(fig.skipped),
-                "[green]up[/green]" if fig.up else "[red]down[/red]",
             )
     return table

@@ -1,6 +1,7 @@
 """``tokenpulse demo``: the whole pipeline on this machine, a provider regression included.
 
-Simulated providers (clearly named ``simulated-*``) -> probe -> Kafka -> faust worker (10 s windows)
+Simulated providers (clearly named ``simulated-*``) -> ``tokenpulse monitor`` (the deployed probe, with its
+live table) -> Kafka -> faust worker (10 s windows)
 -> InfluxDB sinks and the alert engine -> a local webhook receiver; then a trend report from InfluxDB.
 Halfway through, the simulator makes one provider's TTFT three times slower, and later restores it: the
 demo shows the window p95 jump, exactly one firing alert and one resolved alert at the webhook.
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -83,44 +85,39 @@ def demo_rules(window: str) -> dict[str, Any]:
     }
 
 
-def demo_workload(sim: Any, rate_per_s: float, duration_s: float) -> Any:
-    from tokenpulse.producers.workload import parse_workload
-
+def demo_workload(sim: Any, rate_per_s: float) -> dict[str, Any]:
+    """The demo's workload file: both simulated providers, open loop, no end (the monitor runs it)."""
     price = [{"effective_from": "2026-01-01", "input_per_mtok": 0.10, "output_per_mtok": 0.40}]
     gpu_price = [{"effective_from": "2026-01-01", "input_per_mtok": 0.20, "output_per_mtok": 0.60}]
-    return parse_workload(
-        {
-            "name": "demo-chat",
-            "endpoints": [
-                {
-                    "name": "wafer",
-                    "kind": "openai",
-                    "provider": "simulated-wafer",
-                    "model": "llama-8b-sim",
-                    "base_url": sim.endpoint_url("wafer"),
-                    "region": "local",
-                    "prices": price,
-                },
-                {
-                    "name": "gpu",
-                    "kind": "openai",
-                    "provider": "simulated-gpu",
-                    "model": "llama-8b-sim",
-                    "base_url": sim.endpoint_url("gpu"),
-                    "region": "local",
-                    "prices": gpu_price,
-                },
-            ],
-            "prompts": {"synthetic": {"count": 16, "input_tokens": 120, "output_tokens": 48, "seed": 7}},
-            "max_tokens": 48,
-            "schedule": {"kind": "open", "rate_per_s": rate_per_s, "seed": 11},
-            "duration_s": duration_s,
-            "warmup_requests": 1,
-            "timeouts": {"connect_s": 5, "first_token_s": 20, "total_s": 60},
-            "tags": {"env": "demo"},
-        },
-        source="demo workload",
-    )
+    return {
+        "name": "demo-chat",
+        "endpoints": [
+            {
+                "name": "wafer",
+                "kind": "openai",
+                "provider": "simulated-wafer",
+                "model": "llama-8b-sim",
+                "base_url": sim.endpoint_url("wafer"),
+                "region": "local",
+                "prices": price,
+            },
+            {
+                "name": "gpu",
+                "kind": "openai",
+                "provider": "simulated-gpu",
+                "model": "llama-8b-sim",
+                "base_url": sim.endpoint_url("gpu"),
+                "region": "local",
+                "prices": gpu_price,
+            },
+        ],
+        "prompts": {"synthetic": {"count": 16, "input_tokens": 120, "output_tokens": 48, "seed": 7}},
+        "max_tokens": 48,
+        "schedule": {"kind": "open", "rate_per_s": rate_per_s, "seed": 11},
+        "warmup_requests": 1,
+        "timeouts": {"connect_s": 5, "first_token_s": 20, "total_s": 60},
+        "tags": {"env": "demo"},
+    }
 
 
 def register(app: typer.Typer) -> None:
@@ -142,8 +139,8 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
     from influxdb_client.client.influxdb_client import InfluxDBClient
 
     from tokenpulse.config import default_cache, default_home, load_settings
-    from tokenpulse.producers.probe import run_workload
-    from tokenpulse.producers.report import summary_table
+    from tokenpulse.producers.cli import quiet_monitor_logs, run_monitor
+    from tokenpulse.producers.report import monitor_table
     from tokenpulse.producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig
     from tokenpulse.producers.simulator.server import SimulatorServer
     from tokenpulse.sinks.influx_admin import create_bucket, init_influx
@@ -221,12 +218,20 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
     sinks.start()
     step(f"InfluxDB sinks + alert engine running; alerts go to the webhook {webhook_url}")
     try:
-        workload = demo_workload(sim, rate, duration_s)
-        step(f"probing 2 endpoints at {rate:g} req/s each for {duration_s:.0f}s ...")
-        summary = run_workload(workload, settings, environ={})
-        sent = sum(e.requests for e in summary.endpoints.values())
-        step(f"probe done: {sent} requests measured and published")
-        console.print(summary_table(summary, title="probe summary (client-side)"))
+        workloads = out_dir / "workloads"
+        workloads.mkdir(exist_ok=True)
+        workload_file = workloads / "demo-chat.yaml"
+        workload_file.write_text(yaml.safe_dump(demo_workload(sim, rate), sort_keys=False))
+        step(
+            f"tokenpulse monitor -w {workloads}: 2 endpoints at {rate:g} req/s each, stopped after {duration_s:.0f}s "
+            "(SIGTERM: requests in flight finish, Kafka is flushed)"
+        )
+        quiet_monitor_logs()
+        stats, summaries = run_monitor(
+            [workloads], settings, console=console, live=True, stop_after_s=duration_s, print_every_s=15.0
+        )
+        step(f"monitor done: {stats.published} requests measured and published, {stats.delivered} delivered")
+        console.print(monitor_table(summaries, title="monitor summary (client-side, since start)"))
         step("waiting for the last windows to close and the alert to resolve ...")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "resolved" not in webhook.states():

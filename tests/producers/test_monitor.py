@@ -102,3 +102,10 @@ def test_broker_watch_says_once_when_kafka_goes_and_once_when_it_is_back(caplog:
         watch.check()
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and "is away" in lines[0] and "is back" in lines[1]
+
+
+@pytest.mark.parametrize("folder", ["monitor", "monitor/compose"])
+def test_example_monitor_workloads_are_valid(folder: str) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples" / folder
+    loaded = Monitor([examples], Events(), environ={}).load()
+    assert {w.schedule.kind for w in loaded.values()} == {"periodic", "open"}
