@@ -30,6 +30,11 @@ SPIN_NS = 1_500_000
 # Open-loop requests are started this long before their planned time, so building the request and getting a
 # connection from the pool happen before it; the adapter then holds the request until the planned time.
 SEND_LEAD_NS = 5_000_000
+# An open loop that has fallen this far behind its plan (a starved CPU, a stalled loop) skips the overdue
+# arrivals instead of launching them all at once: the lag up to here is in the events, the rest is counted
+# as skipped, and the requests in flight (and the memory they hold) stay bounded for a monitor that runs
+# for months.
+MAX_BEHIND_NS = 1_000_000_000
 
 
 async def sleep_until(
@@ -176,12 +181,14 @@ async def run_open_loop(
     rng: random.Random | None = None,
     clock: Callable[[], int] = time.monotonic_ns,
     lead_ns: int = SEND_LEAD_NS,
+    max_behind_ns: int = MAX_BEHIND_NS,
 ) -> None:
     """Launch requests at Poisson arrival times, without waiting for earlier ones to finish.
 
     Each ``execute(slot)`` starts ``lead_ns`` before ``slot.planned_ns`` and is expected to hold its request
     until then (``sleep_until``), so the preparation of a request is not part of its schedule lag. While the
-    endpoint is held back, the arrivals that fall due are skipped and counted, not sent late.
+    endpoint is held back, the arrivals that fall due are skipped and counted, not sent late; so are those
+    more than ``max_behind_ns`` overdue when the loop gets to them.
     """
     next_gap = poisson_offsets_ns(rate_per_s, rng or random.Random())
     stop.start()
@@ -197,6 +204,9 @@ async def run_open_loop(
                 planned_ns += next_gap()
             if not await stop.sleep_until(planned_ns - lead_ns, clock):
                 break
+            if clock() - planned_ns > max_behind_ns:
+                health.skip()
+                continue
             if not _admit_or_skip(health, planned_ns):
                 continue
             index = stop.take()

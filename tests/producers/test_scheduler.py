@@ -192,3 +192,20 @@ def test_halt_ends_a_long_period_at_once() -> None:
         return time.monotonic() - started
 
     assert asyncio.run(main()) < 5
+
+
+def test_an_open_loop_far_behind_its_plan_skips_the_overdue_arrivals_instead_of_bursting() -> None:
+    sent: list[int] = []
+
+    async def execute(slot: Slot) -> None:
+        assert slot.planned_ns is not None
+        sent.append(slot.planned_ns)
+        if len(sent) == 5:
+            time.sleep(0.5)  # the loop stalls for 500 ms (a starved CPU): 50 arrivals fall overdue
+
+    h = health()
+    stop = StopCondition(None, 1.0, time.monotonic_ns)
+    asyncio.run(run_open_loop(100.0, stop, h, execute, rng=random.Random(2), max_behind_ns=100 * MS))
+    assert h.skipped >= 30  # the arrivals more than 100 ms overdue were skipped ...
+    stall_end = sent[4] + 500 * MS
+    assert len([p for p in sent if sent[4] < p < stall_end - 100 * MS]) == 0  # ... not sent late
