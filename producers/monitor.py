@@ -269,26 +269,50 @@ class Monitor:
 
 
 class BrokerWatch:
-    """One log line when the broker goes away (events start going to the spool) and one when it is back."""
+    """One log line when the broker goes away and one when it is back.
 
-    def __init__(self, stats: Callable[[], PublishStats], bootstrap: str, logger: logging.Logger = log) -> None:
+    Away: sends failed or went to the spool, or events are waiting for Kafka's acknowledgement and none has
+    come for ``stall_s`` (kafka-python retries quietly for up to its delivery timeout first). Back: an
+    acknowledgement arrives again.
+    """
+
+    def __init__(
+        self,
+        stats: Callable[[], PublishStats],
+        bootstrap: str,
+        logger: logging.Logger = log,
+        *,
+        stall_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._stats = stats
         self._bootstrap = bootstrap
         self._log = logger
+        self._stall_s = stall_s
+        self._clock = clock
         self._last = stats()
+        self._last_progress_s = clock()
         self.away = False
 
     def check(self) -> None:
         now = self._stats()
         failed = now.spooled > self._last.spooled or now.send_failures > self._last.send_failures
         delivered = now.delivered > self._last.delivered
-        if not self.away and failed and not delivered:
+        waiting = now.published - (now.delivered - now.replayed) - now.spooled
+        if delivered or waiting <= 0:
+            self._last_progress_s = self._clock()
+        stalled = waiting > 0 and self._clock() - self._last_progress_s >= self._stall_s
+        if not self.away and (failed or stalled) and not delivered:
             self.away = True
-            self._log.warning("Kafka at %s is away: events go to the spool until it is back", self._bootstrap)
+            self._log.warning(
+                "Kafka at %s is away: %d events wait for it (in the spool or in the client)",
+                self._bootstrap,
+                max(waiting, 0) + now.spooled - now.replayed,
+            )
         elif self.away and delivered:
             self.away = False
             self._log.warning(
-                "Kafka at %s is back: %d events were spooled meanwhile and are replayed",
+                "Kafka at %s is back: delivering again (%d events went to the spool meanwhile)",
                 self._bootstrap,
                 now.spooled,
             )

@@ -109,3 +109,19 @@ def test_example_monitor_workloads_are_valid(folder: str) -> None:
     examples = Path(__file__).resolve().parents[2] / "examples" / folder
     loaded = Monitor([examples], Events(), environ={}).load()
     assert {w.schedule.kind for w in loaded.values()} == {"periodic", "open"}
+
+
+def test_broker_watch_notices_a_broker_that_stopped_acknowledging(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    stats = [PublishStats(published=5, delivered=5)]
+    watch = BrokerWatch(lambda: stats[-1], "k:9092", stall_s=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING):
+        for second in range(1, 12):  # events keep coming, no acknowledgement, nothing spooled yet
+            now[0] = float(second)
+            stats.append(PublishStats(published=5 + second, delivered=5))
+            watch.check()
+        assert watch.away
+        stats.append(PublishStats(published=17, delivered=17))
+        watch.check()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "is away: 10 events wait" in lines[0] and "is back" in lines[1]

@@ -314,3 +314,47 @@ def test_sighup_reloads_a_changed_file_keeps_it_when_invalid_and_sigterm_publish
     assert all(e.status == "ok" for e in events)
     assert {e.tags["rev"] for e in events} == {"1", "2"}
     assert {e.tags["rev"] for e in events if e.started_at > changed_at_ns} == {"2"}  # the invalid file changed nothing
+
+
+def test_a_broker_outage_is_one_line_going_and_one_coming_back_and_no_event_is_lost(
+    restartable_kafka: Any, topic_prefix: str, tmp_path: Path, started: list[MonitorProcess]
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENPULSE_")}
+    env.update(
+        TOKENPULSE_KAFKA_BOOTSTRAP=restartable_kafka.bootstrap,
+        TOKENPULSE_TOPIC_PREFIX=topic_prefix,
+        TOKENPULSE_DATA_DIR=str(tmp_path / "data"),
+        TOKENPULSE_HOME=str(tmp_path / "home"),
+    )
+    config = SimulatorConfig(endpoints={"fast": LatencyProfile(ttft_ms=10, tokens_per_s=1000)})
+    with SimulatorServer(config) as sim:
+        steady = workload("steady", [endpoint("fast", sim.endpoint_url("fast"))], {"kind": "open", "rate_per_s": 5})
+        monitor = MonitorProcess([write(tmp_path / "steady.yaml", steady)], env, tmp_path / "monitor.log")
+        started.append(monitor)
+        monitor.wait_ready()
+        time.sleep(3)
+        restartable_kafka.stop()
+
+        def said(text: str) -> list[dict[str, Any]]:
+            return [line for line in monitor.logs() if text in line.get("message", "")]
+
+        deadline = time.monotonic() + 60
+        while not said("is away") and time.monotonic() < deadline:
+            time.sleep(1)
+        assert said("is away"), monitor.log_text()
+        time.sleep(5)
+        restartable_kafka.start()
+        deadline = time.monotonic() + 120
+        while not said("is back") and time.monotonic() < deadline:
+            time.sleep(1)
+        time.sleep(3)
+        assert monitor.stop(timeout_s=120) == 0, monitor.log_text()
+
+    assert len(said("is away")) == 1 and len(said("is back")) == 1, monitor.log_text()
+    assert not [line for line in monitor.logs() if line.get("logger", "").startswith("kafka")]
+    assert not [line for line in monitor.logs() if line.get("level") == "raw"]  # only JSON lines
+    stats = monitor.final_stats()
+    assert stats["published"] == stats["delivered"] and stats["pending_in_spool"] == 0, stats
+    topic = f"{topic_prefix}.request-timings"
+    events = events_of(restartable_kafka.bootstrap, topic, stats["published"], timeout_s=90)
+    assert len({e.event_id for e in events}) == stats["published"]  # none lost (a replay may duplicate)
