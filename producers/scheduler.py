@@ -164,8 +164,8 @@ def poisson_offsets_ns(rate_per_s: float, rng: random.Random) -> Callable[[], in
     return next_gap
 
 
-def _admit_or_skip(health: EndpointHealth, planned_ns: int) -> bool:
-    """At a slot due at ``planned_ns``: ``True`` if it may be sent; otherwise it is counted as skipped."""
+def _admit_or_skip(health: EndpointHealth) -> bool:
+    """At a slot that is due: ``True`` if it may be sent; otherwise it is counted as skipped."""
     if health.admit():
         return True
     health.skip()
@@ -207,7 +207,7 @@ async def run_open_loop(
             if clock() - planned_ns > max_behind_ns:
                 health.skip()
                 continue
-            if not _admit_or_skip(health, planned_ns):
+            if not _admit_or_skip(health):
                 continue
             index = stop.take()
             if index is None:
@@ -268,7 +268,7 @@ async def _burst(
             remaining -= 1
             planned_ns = burst_ns if first_wave > 0 else None
             first_wave -= 1
-            if not _admit_or_skip(health, burst_ns):
+            if not _admit_or_skip(health):
                 continue
             index = stop.take()
             if index is None:
