@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import Metric
@@ -18,10 +18,16 @@ __all__ = ["ProbeCollector", "PublisherCollector"]
 
 
 class ProbeCollector(Collector):
-    """``tokenpulse_probe_*{workload,endpoint}``: measured requests (warm-up excluded), errors by kind, cost."""
+    """``tokenpulse_probe_*{workload,endpoint}``: measured requests (warm-up excluded), errors by kind, cost,
+    skipped slots, whether the endpoint is up, its last success and its schedule lag.
 
-    def __init__(self, summary: ProbeSummary) -> None:
-        self.summary = summary
+    Takes one summary (``probe``) or a callable giving the current ones (``monitor``, whose workloads change
+    on reload). Counters are plain ints; the quantile and health gauges come from ``figures``, the copy the
+    event loop refreshes, so a scrape never reads a sketch the loop is changing.
+    """
+
+    def __init__(self, summary: ProbeSummary | Callable[[], Iterable[ProbeSummary]]) -> None:
+        self._summaries = summary if callable(summary) else (lambda: (summary,))
 
     def collect(self) -> Iterator[Metric]:
         labels = ["workload", "endpoint"]
@@ -45,19 +51,44 @@ class ProbeCollector(Collector):
             "closed by the server before any response byte (not a provider error).",
             labels,
         )
-        workload = self.summary.workload
-        for name, endpoint in sorted(list(self.summary.endpoints.items())):
-            requests.add_metric([workload, name], endpoint.requests)
-            for kind, count in sorted(dict(endpoint.error_kinds).items()):
-                errors.add_metric([workload, name, kind], count)
-            tokens.add_metric([workload, name], endpoint.completion_tokens)
-            cost.add_metric([workload, name], endpoint.cost_usd)
-            stale.add_metric([workload, name], endpoint.stale_connection_retries)
-            if endpoint.socket_reads is not None:
-                total, kernel = endpoint.socket_reads.total, endpoint.socket_reads.kernel_stamped
-                reads.add_metric([workload, name, "kernel"], kernel)
-                reads.add_metric([workload, name, "event_loop"], total - kernel)
-        yield from (requests, errors, tokens, cost, stale, reads)
+        skipped = counter(
+            "tokenpulse_probe_skipped_total",
+            "Probe: scheduled slots not sent because the endpoint was held back (backoff, Retry-After, breaker).",
+            labels,
+        )
+        up = gauge("tokenpulse_probe_endpoint_up", "Probe: 1 unless the endpoint's circuit breaker is open.", labels)
+        last_success = gauge(
+            "tokenpulse_probe_last_success_timestamp_seconds",
+            "Probe: Unix time of the last successful request.",
+            labels,
+        )
+        lag = gauge(
+            "tokenpulse_probe_schedule_lag_p99_ms",
+            "Probe: p99 of the schedule lag (actual minus planned send time) since start, ms.",
+            labels,
+        )
+        for summary in list(self._summaries()):
+            workload = summary.workload
+            for name, endpoint in sorted(list(summary.endpoints.items())):
+                key = [workload, name]
+                requests.add_metric(key, endpoint.requests)
+                for kind, count in sorted(dict(endpoint.error_kinds).items()):
+                    errors.add_metric([*key, kind], count)
+                tokens.add_metric(key, endpoint.completion_tokens)
+                cost.add_metric(key, endpoint.cost_usd)
+                stale.add_metric(key, endpoint.stale_connection_retries)
+                if endpoint.socket_reads is not None:
+                    total, kernel = endpoint.socket_reads.total, endpoint.socket_reads.kernel_stamped
+                    reads.add_metric([*key, "kernel"], kernel)
+                    reads.add_metric([*key, "event_loop"], total - kernel)
+                fig = endpoint.figures
+                skipped.add_metric(key, fig.skipped)
+                up.add_metric(key, 1.0 if fig.up else 0.0)
+                if fig.last_success_s is not None:
+                    last_success.add_metric(key, fig.last_success_s)
+                if fig.schedule_lag_p99_ms is not None:
+                    lag.add_metric(key, fig.schedule_lag_p99_ms)
+        yield from (requests, errors, tokens, cost, stale, reads, skipped, up, last_success, lag)
 
 
 class PublisherCollector(Collector):

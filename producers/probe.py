@@ -17,13 +17,14 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from ddsketch import DDSketch
 from pydantic import SecretStr
 
 from tokenpulse.config import Settings
@@ -32,14 +33,26 @@ from tokenpulse.producers.adapters.cerebras import CerebrasAdapter
 from tokenpulse.producers.adapters.openai import OpenAIAdapter
 from tokenpulse.producers.adapters.wire import SocketReads
 from tokenpulse.producers.errors import ProbeFailure, WorkloadError
+from tokenpulse.producers.health import EndpointHealth, HealthPolicy
 from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig, PublishStats
-from tokenpulse.producers.scheduler import RetryAfterGate, Slot, StopCondition, run_closed_loop, run_open_loop
+from tokenpulse.producers.scheduler import Slot, StopCondition, run_closed_loop, run_open_loop, run_periodic
 from tokenpulse.producers.stream import ChatRequest, StreamRecorder
-from tokenpulse.producers.timing import Prices, compute_metrics_columns, percentile
-from tokenpulse.producers.workload import ClosedSchedule, Endpoint, Prompt, Workload, header_values, load_prompts
+from tokenpulse.producers.timing import Prices, compute_metrics_columns
+from tokenpulse.producers.workload import (
+    ClosedSchedule,
+    Endpoint,
+    OpenSchedule,
+    Prompt,
+    Workload,
+    header_values,
+    new_nonce,
+    workload_prompts,
+)
+from tokenpulse.retry import Backoff
 from tokenpulse.schemas import RequestTiming
 
 log = logging.getLogger(__name__)
+SKETCH_RELATIVE_ACCURACY = 0.01
 
 
 EventLoop = Literal["uvloop", "asyncio"]
@@ -62,23 +75,68 @@ class EventSink(Protocol):
     def publish(self, event: RequestTiming) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointFigures:
+    """A copy of one endpoint's running figures, taken on the event loop for the live view and /metrics."""
+
+    requests: int = 0
+    errors: int = 0
+    error_kinds: tuple[tuple[str, int], ...] = ()
+    ttft_p50_ms: float | None = None
+    ttft_p95_ms: float | None = None
+    ttfa_p95_ms: float | None = None
+    decode_tps_p50: float | None = None
+    schedule_lag_p99_ms: float | None = None
+    cost_usd: float = 0.0
+    tokens: int = 0
+    skipped: int = 0
+    up: bool = True
+    last_success_s: float | None = None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    @property
+    def cost_per_1k_tokens(self) -> float | None:
+        return 1000 * self.cost_usd / self.tokens if self.tokens else None
+
+
+def _sketch() -> DDSketch:
+    return DDSketch(relative_accuracy=SKETCH_RELATIVE_ACCURACY)
+
+
+def _quantile(sketch: DDSketch, q: float) -> float | None:
+    return sketch.get_quantile_value(q) if sketch.count else None
+
+
 @dataclass(slots=True)
 class EndpointSummary:
-    """Running figures of one endpoint (measured requests only, warm-up excluded)."""
+    """Running figures of one endpoint (measured requests only, warm-up excluded).
+
+    Quantiles come from DDSketches (1% relative error, a few hundred bins whatever the run's length) and
+    the rest are counters, so a monitor that runs for months keeps the same memory. The live view and the
+    metrics server read ``figures``, a copy that ``refresh()`` takes on the event loop, never the sketches.
+    """
 
     name: str
+    provider: str | None = None
     requests: int = 0
     errors: int = 0
     error_kinds: Counter[str] = field(default_factory=Counter)
-    ttft_ms: list[float] = field(default_factory=list)
-    decode_tps: list[float] = field(default_factory=list)
-    schedule_lag_ms: list[float] = field(default_factory=list)
+    ttft_ms: DDSketch = field(default_factory=_sketch)
+    ttfa_ms: DDSketch = field(default_factory=_sketch)
+    decode_tps: DDSketch = field(default_factory=_sketch)
+    schedule_lag_ms: DDSketch = field(default_factory=_sketch)
     cost_usd: float = 0.0
     completion_tokens: int = 0
     stale_connection_retries: int = 0
     """Requests sent again on a fresh connection after a reused keep-alive one turned out closed."""
+    prompt_tokens: int = 0
     socket_reads: SocketReads | None = None
     """The adapter's socket reads (``None`` for an adapter without the probe's own connections)."""
+    health: EndpointHealth | None = None
+    figures: EndpointFigures = field(default_factory=EndpointFigures)
 
     def add(self, event: RequestTiming) -> None:
         self.requests += 1
@@ -86,18 +144,44 @@ class EndpointSummary:
             self.errors += 1
             self.error_kinds[event.error_kind or "unknown"] += 1
         if event.ttft_ms is not None and event.status == "ok":
-            self.ttft_ms.append(event.ttft_ms)
+            self.ttft_ms.add(event.ttft_ms)
+        ttfa_ms = getattr(event, "ttfa_ms", None)  # the contract's time to first answer token, when recorded
+        if isinstance(ttfa_ms, float) and event.status == "ok":
+            self.ttfa_ms.add(ttfa_ms)
         if event.decode_tps is not None and event.status == "ok":
-            self.decode_tps.append(event.decode_tps)
+            self.decode_tps.add(event.decode_tps)
         if event.schedule_lag_ms is not None:
-            self.schedule_lag_ms.append(event.schedule_lag_ms)
+            self.schedule_lag_ms.add(event.schedule_lag_ms)
         self.cost_usd += event.cost_usd
         self.completion_tokens += event.completion_tokens
         self.stale_connection_retries += event.stale_connection_retry
+        self.prompt_tokens += event.prompt_tokens
 
     def quantile(self, metric: str, q: float) -> float | None:
-        values: list[float] = getattr(self, metric)
-        return percentile(sorted(values), q) if values else None
+        """The ``q``-th percentile (0-100) of ``metric`` (``ttft_ms``, ``ttfa_ms``, ``decode_tps``,
+        ``schedule_lag_ms``); ``None`` before the first value. Call on the event loop."""
+        sketch: DDSketch = getattr(self, metric)
+        return _quantile(sketch, q / 100)
+
+    def refresh(self) -> EndpointFigures:
+        """Take a new ``figures`` copy (on the event loop, where the sketches change)."""
+        health = self.health
+        self.figures = EndpointFigures(
+            requests=self.requests,
+            errors=self.errors,
+            error_kinds=tuple(sorted(self.error_kinds.items())),
+            ttft_p50_ms=_quantile(self.ttft_ms, 0.50),
+            ttft_p95_ms=_quantile(self.ttft_ms, 0.95),
+            ttfa_p95_ms=_quantile(self.ttfa_ms, 0.95),
+            decode_tps_p50=_quantile(self.decode_tps, 0.50),
+            schedule_lag_p99_ms=_quantile(self.schedule_lag_ms, 0.99),
+            cost_usd=self.cost_usd,
+            tokens=self.prompt_tokens + self.completion_tokens,
+            skipped=health.skipped if health is not None else 0,
+            up=health.up if health is not None else True,
+            last_success_s=health.last_success_s if health is not None else None,
+        )
+        return self.figures
 
 
 @dataclass(slots=True)
@@ -116,6 +200,20 @@ class ProbeSummary:
     @property
     def errors(self) -> int:
         return sum(e.errors for e in self.endpoints.values())
+
+    def refresh(self) -> None:
+        """Refresh every endpoint's ``figures`` (call on the event loop)."""
+        for endpoint in list(self.endpoints.values()):
+            endpoint.refresh()
+
+
+async def refresh_every(summaries: Callable[[], Iterable[ProbeSummary]], interval_s: float = 0.25) -> None:
+    """Refresh the figures of ``summaries()`` every ``interval_s`` until cancelled: a few sketch lookups on
+    the loop, so the live view's thread renders copies and never reads (or sorts) what the loop changes."""
+    while True:
+        for summary in summaries():
+            summary.refresh()
+        await asyncio.sleep(interval_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,24 +286,44 @@ class EndpointProbe:
         self.on_event = on_event
         self.prices: Prices = endpoint.prices_on(dt.datetime.fromtimestamp(anchor[0] / 1e9, dt.UTC).date())
         self.url = endpoint_url(endpoint)
-        self.gate = RetryAfterGate(clocks.monotonic_ns, workload.max_retry_after_s)
+        self.health = EndpointHealth(health_policy(workload), clocks.monotonic_ns, lambda: clocks.time_ns() / 1e9)
+        summary.health = self.health
+        total = workload.requests + workload.warmup_requests if workload.requests else None
+        self.stop = StopCondition(total, workload.duration_s, clocks.monotonic_ns)
         self.warmups_done = 0
         self.options = {p.id: (p, endpoint.options.merged(p.options).body_fields()) for p in prompts}
+        self._nonce_rng = random.SystemRandom()
+
+    def halt(self) -> None:
+        """Start no new request; ``run`` returns once those in flight have finished."""
+        self.stop.halt()
 
     async def run(self, rng: random.Random) -> None:
-        total = self.workload.requests + self.workload.warmup_requests if self.workload.requests else None
-        stop = StopCondition(total, self.workload.duration_s, self.clocks.monotonic_ns)
-        schedule = self.workload.schedule
+        schedule, stop, clock = self.workload.schedule, self.stop, self.clocks.monotonic_ns
         if isinstance(schedule, ClosedSchedule):
-            await run_closed_loop(schedule.concurrency, stop, self.gate, self.execute)
+            await run_closed_loop(schedule.concurrency, stop, self.health, self.execute, clock=clock)
+        elif isinstance(schedule, OpenSchedule):
+            await run_open_loop(schedule.rate_per_s, stop, self.health, self.execute, rng=rng, clock=clock)
         else:
-            await run_open_loop(
-                schedule.rate_per_s, stop, self.gate, self.execute, rng=rng, clock=self.clocks.monotonic_ns
+            await run_periodic(
+                schedule.every_ns,
+                schedule.requests,
+                schedule.concurrency,
+                schedule.jitter_ns,
+                stop,
+                self.health,
+                self.execute,
+                rng=rng,
+                clock=clock,
             )
 
     async def execute(self, slot: Slot) -> None:
         prompt = self.prompts[slot.index % len(self.prompts)]
-        event = await self.probe_once(prompt, slot.planned_ns)
+        nonce = None
+        if prompt.unique:
+            nonce = new_nonce(self._nonce_rng)
+            prompt = prompt.with_nonce(nonce)
+        event = await self.probe_once(prompt, slot.planned_ns, nonce=nonce)
         if slot.index < self.workload.warmup_requests:
             self.warmups_done += 1
             return
@@ -221,7 +339,9 @@ class EndpointProbe:
             return known[1]
         return self.endpoint.options.merged(prompt.options).body_fields()
 
-    async def probe_once(self, prompt: Prompt, planned_ns: int | None = None) -> RequestTiming:
+    async def probe_once(
+        self, prompt: Prompt, planned_ns: int | None = None, *, nonce: str | None = None
+    ) -> RequestTiming:
         """Send one request and return its event; never raises for a failed request."""
         event_id = uuid.uuid4()
         request = ChatRequest(
@@ -253,9 +373,11 @@ class EndpointProbe:
                 f"total {timeouts.total_s:g}s" if recorder.saw_content else f"first token {timeouts.first_token_s:g}s"
             )
             failure = ProbeFailure("timeout", f"{which} timeout")
-        if failure is not None and failure.kind == "http_429" and failure.retry_after_s is not None:
-            self.gate.block(failure.retry_after_s)
-        return self.build_event(event_id, prompt, recorder, failure, planned_ns)
+        if failure is None:
+            self.health.record_success()
+        else:
+            self.health.record_failure(failure.retry_after_s)
+        return self.build_event(event_id, prompt, recorder, failure, planned_ns, nonce)
 
     def build_event(
         self,
@@ -264,6 +386,7 @@ class EndpointProbe:
         recorder: StreamRecorder,
         failure: ProbeFailure | None,
         planned_ns: int | None,
+        nonce: str | None = None,
     ) -> RequestTiming:
         now = self.clocks.monotonic_ns()
         sent_ns = recorder.sent_ns if recorder.sent_ns is not None else now
@@ -289,6 +412,7 @@ class EndpointProbe:
             region=self.endpoint.region,
             workload=self.workload.name,
             prompt_id=prompt.id,
+            prompt_nonce=nonce,
             status="ok" if failure is None else "error",
             error_kind=failure.kind if failure is not None else None,
             error_detail=failure.detail[:500] if failure is not None else None,
@@ -322,8 +446,89 @@ class EndpointProbe:
         )
 
 
+def health_policy(workload: Workload) -> HealthPolicy:
+    """The workload's backoff after errors, Retry-After cap and circuit-breaker threshold."""
+    spec = workload.backoff
+    return HealthPolicy(
+        backoff=Backoff(initial_s=spec.initial_ns / 1e9, max_s=spec.max_ns / 1e9, multiplier=2.0, jitter=0.5),
+        max_retry_after_s=workload.max_retry_after_s,
+        breaker_after=spec.breaker_after,
+    )
+
+
 def default_probe_id(workload: Workload) -> str:
     return workload.probe_id or f"{socket.gethostname()}-{workload.name}"[:200]
+
+
+class WorkloadRun:
+    """Every endpoint of one workload, probed concurrently on the running loop (the probe and the monitor).
+
+    ``run()`` returns when every endpoint's schedule has ended, or after ``halt()`` once the requests in
+    flight have finished; adapters it made itself are closed then.
+    """
+
+    def __init__(
+        self,
+        workload: Workload,
+        sink: EventSink,
+        *,
+        api_keys: Mapping[str, SecretStr | None],
+        clocks: Clocks | None = None,
+        on_event: Callable[[RequestTiming], None] | None = None,
+        adapters: Mapping[str, ProviderAdapter] | None = None,
+        seed: int | None = None,
+        summary: ProbeSummary | None = None,
+    ) -> None:
+        self.workload = workload
+        self.clocks = clocks or Clocks()
+        self.summary = summary or new_summary(workload)
+        self.seed = seed
+        prompts = workload_prompts(workload)
+        anchor = (self.clocks.time_ns(), self.clocks.monotonic_ns())
+        self._own: dict[str, ProviderAdapter] = {}
+        if not adapters:
+            self._own = {e.name: make_adapter(e, api_keys.get(e.name), workload) for e in workload.endpoints}
+        chosen = dict(adapters) if adapters else self._own
+        for name, adapter in chosen.items():
+            reads = getattr(adapter, "socket_reads", None)
+            self.summary.endpoints[name].socket_reads = reads if isinstance(reads, SocketReads) else None
+        self.probes = [
+            EndpointProbe(
+                workload,
+                endpoint,
+                chosen[endpoint.name],
+                prompts,
+                sink,
+                probe_id=default_probe_id(workload),
+                clocks=self.clocks,
+                anchor=anchor,
+                summary=self.summary.endpoints[endpoint.name],
+                on_event=on_event,
+            )
+            for endpoint in workload.endpoints
+        ]
+
+    def halt(self) -> None:
+        for probe in self.probes:
+            probe.halt()
+
+    async def run(self) -> ProbeSummary:
+        workload = self.workload
+        base_seed = self.seed
+        if base_seed is None:
+            base_seed = getattr(workload.schedule, "seed", None) or random.randrange(2**31)
+        started = self.clocks.monotonic_ns()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for number, probe in enumerate(self.probes):
+                    group.create_task(probe.run(random.Random(base_seed + number)))
+        finally:
+            for adapter in self._own.values():
+                await adapter.aclose()
+        self.summary.warmup_requests = sum(p.warmups_done for p in self.probes)
+        self.summary.elapsed_s = (self.clocks.monotonic_ns() - started) / 1e9
+        self.summary.refresh()
+        return self.summary
 
 
 async def run_workload_async(
@@ -343,33 +548,17 @@ async def run_workload_async(
     ``freeze_gc`` moves the objects alive at the start into the collector's permanent generation for the
     run (``gc.freeze``), so a full collection does not pause the timestamps of every stream.
     """
-    clocks = clocks or Clocks()
-    probe_id = default_probe_id(workload)
-    summary = summary or new_summary(workload)
-    prompts = load_prompts(workload.prompts)
-    anchor = (clocks.time_ns(), clocks.monotonic_ns())
-    own = {e.name: make_adapter(e, api_keys.get(e.name), workload) for e in workload.endpoints if not adapters}
-    chosen = dict(adapters) if adapters else own
-    for name, adapter in chosen.items():
-        reads = getattr(adapter, "socket_reads", None)
-        summary.endpoints[name].socket_reads = reads if isinstance(reads, SocketReads) else None
-    probes = [
-        EndpointProbe(
-            workload,
-            endpoint,
-            chosen[endpoint.name],
-            prompts,
-            sink,
-            probe_id=probe_id,
-            clocks=clocks,
-            anchor=anchor,
-            summary=summary.endpoints[endpoint.name],
-            on_event=on_event,
-        )
-        for endpoint in workload.endpoints
-    ]
-    base_seed = seed if seed is not None else (getattr(workload.schedule, "seed", None) or random.randrange(2**31))
-    started = clocks.monotonic_ns()
+    run = WorkloadRun(
+        workload,
+        sink,
+        api_keys=api_keys,
+        clocks=clocks,
+        on_event=on_event,
+        adapters=adapters,
+        seed=seed,
+        summary=summary,
+    )
+    refresher = asyncio.create_task(refresh_every(lambda: (run.summary,)))
     if freeze_gc:
         # A full (gen 2) collection walks every object of every imported library: 100 ms pauses were seen on
         # this 2-core machine, stalling every stream's timestamps. Objects alive now are moved out of the
@@ -377,24 +566,18 @@ async def run_workload_async(
         # CPU per run, and the little garbage frozen with them is collected after ``unfreeze``.
         gc.freeze()
     try:
-        async with asyncio.TaskGroup() as group:
-            for number, probe in enumerate(probes):
-                group.create_task(probe.run(random.Random(base_seed + number)))
+        return await run.run()
     finally:
+        refresher.cancel()
         if freeze_gc:
             gc.unfreeze()
-        for adapter in own.values():
-            await adapter.aclose()
-    summary.warmup_requests = sum(p.warmups_done for p in probes)
-    summary.elapsed_s = (clocks.monotonic_ns() - started) / 1e9
-    return summary
 
 
 def new_summary(workload: Workload) -> ProbeSummary:
     return ProbeSummary(
         workload=workload.name,
         probe_id=default_probe_id(workload),
-        endpoints={e.name: EndpointSummary(e.name) for e in workload.endpoints},
+        endpoints={e.name: EndpointSummary(e.name, e.provider_label) for e in workload.endpoints},
     )
 
 

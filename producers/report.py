@@ -1,7 +1,14 @@
-"""Terminal tables of a probe run (live view and the closing summary)."""
+"""Terminal tables of a probe run (live view and the closing summary) and of the monitor's live view.
+
+Both render ``EndpointFigures``, the copies the event loop takes (``ProbeSummary.refresh``), so the render
+thread never reads or sorts what the loop is changing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from rich import box
 from rich.table import Table
 
 from tokenpulse.formatting import format_number
@@ -34,18 +41,51 @@ def summary_table(summary: ProbeSummary, title: str | None = None) -> Table:
         "error kinds",
     ):
         table.add_column(column, justify="left" if column in ("endpoint", "error kinds") else "right")
-    for name, ep in summary.endpoints.items():
-        kinds = ", ".join(f"{kind}={count}" for kind, count in sorted(ep.error_kinds.items()))
+    for name, ep in list(summary.endpoints.items()):
+        fig = ep.figures
+        kinds = ", ".join(f"{kind}={count}" for kind, count in fig.error_kinds)
         table.add_row(
             name,
-            str(ep.requests),
-            f"[red]{ep.errors}[/red]" if ep.errors else "0",
-            format_number(ep.quantile("ttft_ms", 50), 1, grouping=True),
-            format_number(ep.quantile("ttft_ms", 95), 1, grouping=True),
-            format_number(ep.quantile("decode_tps", 50), 1, grouping=True),
-            format_number(ep.quantile("schedule_lag_ms", 99), 2, grouping=True),
+            str(fig.requests),
+            f"[red]{fig.errors}[/red]" if fig.errors else "0",
+            format_number(fig.ttft_p50_ms, 1, grouping=True),
+            format_number(fig.ttft_p95_ms, 1, grouping=True),
+            format_number(fig.decode_tps_p50, 1, grouping=True),
+            format_number(fig.schedule_lag_p99_ms, 2, grouping=True),
             _kernel_share(ep.socket_reads),
-            f"{ep.cost_usd:.6f}",
+            f"{fig.cost_usd:.6f}",
             kinds,
         )
+    return table
+
+
+def monitor_table(summaries: Iterable[ProbeSummary], title: str = "tokenpulse monitor") -> Table:
+    """One row per workload and endpoint: p95 TTFT and TTFA, tokens/s, error rate, cost per 1k tokens,
+    skipped slots, and "down" while the endpoint's circuit breaker is open."""
+    current = list(summaries)
+    several = len({s.workload for s in current}) > 1
+    if current and not several:
+        title = f"{title}: workload {current[0].workload}"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    columns = ("provider", "endpoint", "reqs", "TTFT p95", "TTFA p95", "tok/s", "err", "$/1k tok", "skip")
+    for column in columns:
+        left = column in ("provider", "endpoint")
+        table.add_column(column, justify="left" if left else "right", no_wrap=True)
+    table.caption = "ms; tok/s p50; err: failed share; skip: slots held back after errors"
+    for summary in current:
+        for name, ep in list(summary.endpoints.items()):
+            fig = ep.figures
+            rate = fig.error_rate
+            provider = ep.provider or name
+            table.add_row(
+                provider if fig.up else f"{provider} [red]down[/red]",
+                f"{summary.workload}/{name}" if several else name,
+                str(fig.requests),
+                format_number(fig.ttft_p95_ms, 1, grouping=True),
+                format_number(fig.ttfa_p95_ms, 1, grouping=True),
+                format_number(fig.decode_tps_p50, 1, grouping=True),
+                "-" if rate is None else (f"[red]{100 * rate:.1f}%[/red]" if rate else "0%"),
+                format_number(fig.cost_per_1k_tokens, 4),
+                str(fig.skipped),
+            )
     return table

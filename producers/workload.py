@@ -13,24 +13,38 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from tokenpulse.durations import DurationError, parse_duration_ns
 from tokenpulse.producers.errors import WorkloadError
 from tokenpulse.producers.timing import Prices
 from tokenpulse.volume import ProductionVolume
 from tokenpulse.yamlfile import read_yaml_mapping
 
+_ENDS = "give requests: N or duration_s: S (or both; whichever ends first), or run it with tokenpulse monitor"
 _FIXES: dict[str, str] = {
     "kind": "use 'openai' (any OpenAI-compatible API) or 'cerebras'",
     "base_url": "write the API root, e.g. https://api.groq.com/openai/v1",
     "api_key_env": "name an environment variable such as GROQ_API_KEY; never put the key itself in the file",
-    "schedule": "use {kind: closed, concurrency: 4} or {kind: open, rate_per_s: 5}",
+    "schedule": "use {kind: closed, concurrency: 4}, {kind: open, rate_per_s: 5} or "
+    "{kind: periodic, every: 5m, requests: 3, jitter: 30s}",
+    "every": "a duration such as 30s, 5m or 1h (the period between bursts)",
+    "jitter": "a duration such as 0s or 30s, shorter than every",
     "concurrency": "a whole number >= 1",
     "rate_per_s": "a number of requests per second > 0",
     "prompts": "give one of inline: [...], file: prompts.jsonl or synthetic: {count, input_tokens, output_tokens}",
     "prices": "a list like [{effective_from: 2026-01-01, input_per_mtok: 0.6, output_per_mtok: 2.4}]",
-    "requests": "give requests: N or duration_s: S (or both; whichever ends first)",
-    "duration_s": "give requests: N or duration_s: S (or both; whichever ends first)",
+    "requests": _ENDS,
+    "duration_s": _ENDS,
     "endpoints": "list at least one endpoint with name, kind, base_url and model",
     "max_tokens": "a whole number >= 1",
     "max_tokens_param": "use 'max_tokens' or 'max_completion_tokens' (OpenAI's reasoning models need the latter)",
@@ -41,6 +55,9 @@ _FIXES: dict[str, str] = {
     "extra_headers": "a mapping of header name to value, e.g. {X-Org: team-a}",
     "production": "give {requests_per_day: N} or {tokens_per_day: N}",
     "tools": "a list like [{type: function, function: {name: get_weather, parameters: {...}}}]",
+    "backoff": "use {initial: 500ms, max: 30s, breaker_after: 5}",
+    "initial": "a duration such as 500ms or 1s",
+    "max": "a duration such as 30s or 5m",
 }
 MAX_PROMPT_ID = 200
 _RESERVED_BODY_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
@@ -244,6 +261,9 @@ class SyntheticPrompts(_Strict):
     input_tokens: Annotated[int, Field(ge=1, le=1_000_000)]
     output_tokens: Annotated[int, Field(ge=1, le=1_000_000)]
     seed: int = 0
+    unique: bool = Field(
+        False, description="start each prompt with a fresh random nonce (in place of its first word): no cache hit"
+    )
 
 
 class Prompts(_Strict):
@@ -276,6 +296,72 @@ class OpenSchedule(_Strict):
     seed: int | None = None
 
 
+class PeriodicSchedule(_Strict):
+    """A burst of ``requests`` every ``every`` (at most ``concurrency`` in flight), each burst moved by a random
+    delay in ``[0, jitter]`` so that many probes do not hit a provider at the same instant."""
+
+    kind: Literal["periodic"]
+    every: str
+    requests: Annotated[int, Field(ge=1, le=10_000)] = 1
+    concurrency: Annotated[int, Field(ge=1, le=10_000)] = 1
+    jitter: str = "0s"
+    seed: int | None = None
+
+    @field_validator("every", "jitter")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        try:
+            parse_duration_ns(value)
+        except DurationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _jitter_within_period(self) -> PeriodicSchedule:
+        if self.every_ns <= 0:
+            raise ValueError("every must be longer than 0")
+        if self.jitter_ns >= self.every_ns:
+            raise ValueError(f"jitter {self.jitter} must be shorter than every {self.every}")
+        return self
+
+    @property
+    def every_ns(self) -> int:
+        return parse_duration_ns(self.every)
+
+    @property
+    def jitter_ns(self) -> int:
+        return parse_duration_ns(self.jitter)
+
+
+class BackoffSpec(_Strict):
+    """After an error, hold the endpoint back ``initial`` doubling up to ``max`` (with jitter); after
+    ``breaker_after`` errors in a row the circuit opens: one trial request at a time until one succeeds."""
+
+    initial: str = "500ms"
+    max: str = "30s"
+    breaker_after: Annotated[int, Field(ge=1, le=1000)] = 5
+
+    @field_validator("initial", "max")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        try:
+            parse_duration_ns(value)
+        except DurationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def initial_ns(self) -> int:
+        return parse_duration_ns(self.initial)
+
+    @property
+    def max_ns(self) -> int:
+        return max(self.initial_ns, parse_duration_ns(self.max))
+
+
+Schedule = Annotated[ClosedSchedule | OpenSchedule | PeriodicSchedule, Field(discriminator="kind")]
+
+
 class Timeouts(_Strict):
     connect_s: Annotated[float, Field(gt=0.0)] = 10.0
     first_token_s: Annotated[float, Field(gt=0.0)] = 60.0
@@ -290,23 +376,28 @@ class Workload(_Strict):
     endpoints: Annotated[tuple[Endpoint, ...], Field(min_length=1)]
     prompts: Prompts
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 256
-    schedule: Annotated[ClosedSchedule | OpenSchedule, Field(discriminator="kind")] = ClosedSchedule(
-        kind="closed", concurrency=1
-    )
+    schedule: Schedule = ClosedSchedule(kind="closed", concurrency=1)
     requests: Annotated[int, Field(ge=1)] | None = Field(None, description="measured requests per endpoint")
     duration_s: Annotated[float, Field(gt=0.0)] | None = None
     warmup_requests: Annotated[int, Field(ge=0)] = 0
     max_retry_after_s: Annotated[float, Field(ge=0.0)] = 60.0
+    backoff: BackoffSpec = BackoffSpec()
     timeouts: Timeouts = Timeouts()
     tags: dict[str, str] = Field(default_factory=dict)
+    unique_prefix: bool = Field(
+        False, description="start every prompt with a fresh random nonce so no provider cache can answer it"
+    )
     production: ProductionVolume | None = Field(
         None, description="the traffic this workload stands for; tokenpulse trends -w projects a month's cost at it"
     )
 
     @model_validator(mode="after")
-    def _bounded(self) -> Workload:
-        if self.requests is None and self.duration_s is None:
-            raise ValueError("the workload never ends: give requests or duration_s")
+    def _bounded(self, info: ValidationInfo) -> Workload:
+        continuous = bool(info.context and info.context.get("continuous"))
+        if self.requests is None and self.duration_s is None and not continuous:
+            raise ValueError(
+                "the workload never ends: give requests or duration_s, or run it continuously with tokenpulse monitor"
+            )
         names = [e.name for e in self.endpoints]
         if len(set(names)) != len(names):
             raise ValueError(f"endpoint names must be unique, got {names}")
@@ -321,10 +412,32 @@ class Prompt(BaseModel):
     messages: tuple[dict[str, Any], ...]
     max_tokens: int | None = None
     options: RequestOptions | None = None
+    unique: bool = False
+    """Sent with a fresh nonce each time (``with_nonce``)."""
+    replace_first_word: bool = False
+    """The nonce takes the place of the first word (synthetic prompts keep their declared token count)."""
 
     @property
     def text(self) -> str:
         return "\n".join(m.get("content") or "" for m in self.messages)
+
+    def with_nonce(self, nonce: str) -> Prompt:
+        """This prompt with ``nonce`` at the start of its last user message (in place of the first word for a
+        synthetic prompt, so its token count stays as declared)."""
+        messages = list(self.messages)
+        for index in range(len(messages) - 1, -1, -1):
+            if messages[index].get("role") == "user":
+                break
+        else:
+            index = len(messages) - 1
+        content = messages[index].get("content") or ""
+        if self.replace_first_word:
+            rest = content.split(" ", 1)
+            content = nonce + (" " + rest[1] if len(rest) > 1 else "")
+        else:
+            content = f"{nonce} {content}"
+        messages[index] = {**messages[index], "content": content}
+        return self.model_copy(update={"messages": tuple(messages)})
 
 
 def request_body_fields(endpoint: Endpoint, prompt: Prompt, max_tokens: int) -> dict[str, Any]:
@@ -338,20 +451,26 @@ def header_values(endpoint: Endpoint) -> Mapping[str, str]:
     return {name: value.get_secret_value() for name, value in endpoint.extra_headers.items()}
 
 
-def load_workload(path: Path) -> Workload:
-    """Read and validate a workload YAML file."""
+def new_nonce(rng: random.Random | None = None) -> str:
+    """A random 64-bit nonce as 16 hex digits: one whitespace-separated word, never seen by a cache before."""
+    bits = rng.getrandbits(64) if rng is not None else random.SystemRandom().getrandbits(64)
+    return f"{bits:016x}"
+
+
+def load_workload(path: Path, *, continuous: bool = False) -> Workload:
+    """Read and validate a workload YAML file; ``continuous`` (the monitor) lets it run without an end."""
     document = read_yaml_mapping(path, "workload file", WorkloadError, "name, endpoints, prompts, schedule")
-    workload = parse_workload(document, source=str(path))
+    workload = parse_workload(document, source=str(path), continuous=continuous)
     if workload.prompts.file is not None and not workload.prompts.file.is_absolute():
         resolved = Prompts(file=path.parent / workload.prompts.file)
         workload = workload.model_copy(update={"prompts": resolved})
     return workload
 
 
-def parse_workload(document: dict[str, object], source: str = "workload") -> Workload:
-    """Validate an already-parsed workload mapping."""
+def parse_workload(document: dict[str, object], source: str = "workload", *, continuous: bool = False) -> Workload:
+    """Validate an already-parsed workload mapping; ``continuous`` allows one with no requests/duration_s."""
     try:
-        return Workload.model_validate(document)
+        return Workload.model_validate(document, context={"continuous": continuous})
     except ValidationError as exc:
         raise WorkloadError(describe_validation_error(exc, source)) from None
 
@@ -367,8 +486,20 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_prompts(prompts: Prompts) -> list[Prompt]:
-    """The prompts of a workload, in a stable order."""
+def load_prompts(prompts: Prompts, *, unique_prefix: bool = False) -> list[Prompt]:
+    """The prompts of a workload, in a stable order; ``unique_prefix`` marks every one for a nonce."""
+    loaded = _load_prompts(prompts)
+    if unique_prefix:
+        return [p.model_copy(update={"unique": True}) for p in loaded]
+    return loaded
+
+
+def workload_prompts(workload: Workload) -> list[Prompt]:
+    """The prompts of ``workload`` with its ``unique_prefix`` applied."""
+    return load_prompts(workload.prompts, unique_prefix=workload.unique_prefix)
+
+
+def _load_prompts(prompts: Prompts) -> list[Prompt]:
     if prompts.inline is not None:
         result = []
         for index, item in enumerate(prompts.inline):
@@ -468,5 +599,13 @@ def synthetic_prompts(spec: SyntheticPrompts) -> list[Prompt]:
     for index in range(spec.count):
         words = " ".join(rng.choice(_WORDS) for _ in range(spec.input_tokens))
         messages = ({"role": "user", "content": words},)
-        result.append(Prompt(id=f"syn{index}", messages=messages, max_tokens=spec.output_tokens))
+        result.append(
+            Prompt(
+                id=f"syn{index}",
+                messages=messages,
+                max_tokens=spec.output_tokens,
+                unique=spec.unique,
+                replace_first_word=True,
+            )
+        )
     return result

@@ -48,6 +48,9 @@ class RequestTiming(_Event):
     region: str | None = None
     workload: Name
     prompt_id: Name
+    prompt_nonce: Annotated[str, Field(max_length=64)] | None = Field(
+        None, description="random nonce put at the start of the prompt so no cache answers it (unique prompts)"
+    )
     status: Status
     error_kind: ErrorKind | None = None
     error_detail: Annotated[str, Field(max_length=500)] | None = None

@@ -1,6 +1,7 @@
 """``tokenpulse demo``: the whole pipeline on this machine, a provider regression included.
 
-Simulated providers (clearly named ``simulated-*``) -> probe -> Kafka -> faust worker (10 s windows)
+Simulated providers (clearly named ``simulated-*``) -> ``tokenpulse monitor`` (the deployed probe, with its
+live table) -> Kafka -> faust worker (10 s windows)
 -> InfluxDB sinks and the alert engine -> a local webhook receiver; then a trend report from InfluxDB.
 Halfway through, the simulator makes one provider's TTFT three times slower, and later restores it: the
 demo shows the window p95 jump, exactly one firing alert and one resolved alert at the webhook.
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -83,83 +85,72 @@ def demo_rules(window: str) -> dict[str, Any]:
     }
 
 
-def demo_workload(sim: Any, rate_per_s: float, duration_s: float) -> Any:
-    from tokenpulse.producers.workload import parse_workload
-
+def demo_workload(sim: Any, rate_per_s: float) -> dict[str, Any]:
+    """The demo's workload file: both simulated providers, open loop, no end (the monitor runs it)."""
     price = [{"effective_from": "2026-01-01", "input_per_mtok": 0.10, "output_per_mtok": 0.40}]
     gpu_price = [{"effective_from": "2026-01-01", "input_per_mtok": 0.20, "output_per_mtok": 0.60}]
-    return parse_workload(
-        {
-            "name": "demo-chat",
-            "endpoints": [
-                {
-                    "name": "wafer",
-                    "kind": "openai",
-                    "provider": "simulated-wafer",
-                    "model": "llama-8b-sim",
-                    "base_url": sim.endpoint_url("wafer"),
-                    "region": "local",
-                    "prices": price,
-                },
-                {
-                    "name": "gpu",
-                    "kind": "openai",
-                    "provider": "simulated-gpu",
-                    "model": "llama-8b-sim",
-                    "base_url": sim.endpoint_url("gpu"),
-                    "region": "local",
-                    "prices": gpu_price,
-                },
-            ],
-            "prompts": {"synthetic": {"count": 16, "input_tokens": 120, "output_tokens": 48, "seed": 7}},
-            "max_tokens": 48,
-            "schedule": {"kind": "open", "rate_per_s": rate_per_s, "seed": 11},
-            "duration_s": duration_s,
-            "warmup_requests": 1,
-            "timeouts": {"connect_s": 5, "first_token_s": 20, "total_s": 60},
-            "tags": {"env": "demo"},
-        },
-        source="demo workload",
-    )
+    return {
+        "name": "demo-chat",
+        "endpoints": [
+            {
+                "name": "wafer",
+                "kind": "openai",
+                "provider": "simulated-wafer",
+                "model": "llama-8b-sim",
+                "base_url": sim.endpoint_url("wafer"),
+                "region": "local",
+                "prices": price,
+            },
+            {
+                "name": "gpu",
+                "kind": "openai",
+                "provider": "simulated-gpu",
+                "model": "llama-8b-sim",
+                "base_url": sim.endpoint_url("gpu"),
+                "region": "local",
+                "prices": gpu_price,
+            },
+        ],
+        "prompts": {"synthetic": {"count": 16, "input_tokens": 120, "output_tokens": 48, "seed": 7}},
+        "max_tokens": 48,
+        "schedule": {"kind": "open", "rate_per_s": rate_per_s, "seed": 11},
+        "warmup_requests": 1,
+        "timeouts": {"connect_s": 5, "first_token_s": 20, "total_s": 60},
+        "tags": {"env": "demo"},
+    }
 
 
 LOCAL_ENGINE_PROVIDER = "REAL-local-llama.cpp"
 """How the real local model is labelled next to the ``simulated-*`` providers."""
 
 
-def local_engine_workload(base_url: str, model: str, duration_s: float) -> Any:
+def local_engine_workload(base_url: str, model: str) -> dict[str, Any]:
     """A REAL local model as a third provider: llama.cpp's llama-server (Gemma 3 270M on this CPU).
 
     Its own workload, closed loop at concurrency 1: a CPU engine has no headroom for the simulated
     providers' open-loop rate, and a queue growing for the whole demo would say nothing about the engine.
     """
-    from tokenpulse.producers.workload import parse_workload
-
-    return parse_workload(
-        {
-            "name": "demo-chat",
-            "probe_id": "demo-local-engine",
-            "endpoints": [
-                {
-                    "name": "local-llm",
-                    "kind": "openai",
-                    "provider": LOCAL_ENGINE_PROVIDER,
-                    "model": model,
-                    "base_url": base_url,
-                    "region": "local",
-                    "prices": [{"effective_from": "2026-01-01", "input_per_mtok": 0.0, "output_per_mtok": 0.0}],
-                }
-            ],
-            "prompts": {"synthetic": {"count": 16, "input_tokens": 120, "output_tokens": 48, "seed": 7}},
-            "max_tokens": 48,
-            "schedule": {"kind": "closed", "concurrency": 1},
-            "duration_s": duration_s,
-            "warmup_requests": 1,
-            "timeouts": {"connect_s": 5, "first_token_s": 20, "total_s": 60},
-            "tags": {"env": "demo", "engine": "real"},
-        },
-        source="demo local engine workload",
-    )
+    return {
+        "name": "demo-local-llm",
+        "probe_id": "demo-local-engine",
+        "endpoints": [
+            {
+                "name": "local-llm",
+                "kind": "openai",
+                "provider": LOCAL_ENGINE_PROVIDER,
+                "model": model,
+                "base_url": base_url,
+                "region": "local",
+                "prices": [{"effective_from": "2026-01-01", "input_per_mtok": 0.0, "output_per_mtok": 0.0}],
+            }
+        ],
+        "prompts": {"synthetic": {"count": 16, "input_tokens": 120, "output_tokens": 48, "seed": 7}},
+        "max_tokens": 48,
+        "schedule": {"kind": "closed", "concurrency": 1},
+        "warmup_requests": 1,
+        "timeouts": {"connect_s": 5, "first_token_s": 20, "total_s": 60},
+        "tags": {"env": "demo", "engine": "real"},
+    }
 
 
 def register(app: typer.Typer) -> None:
@@ -186,8 +177,8 @@ def run_demo(
     from influxdb_client.client.influxdb_client import InfluxDBClient
 
     from tokenpulse.config import default_cache, default_home, load_settings
-    from tokenpulse.producers.probe import run_workload
-    from tokenpulse.producers.report import summary_table
+    from tokenpulse.producers.cli import quiet_monitor_logs, run_monitor
+    from tokenpulse.producers.report import monitor_table
     from tokenpulse.producers.simulator.profiles import LatencyProfile, ProfileChange, SimulatorConfig
     from tokenpulse.producers.simulator.server import SimulatorServer
     from tokenpulse.sinks.influx_admin import create_bucket, init_influx
@@ -267,24 +258,28 @@ def run_demo(
     sinks = SinkRunner(settings, parse_rules(demo_rules(DEMO_WINDOW)), [WebhookNotifier(webhook_url)])
     sinks.start()
     step(f"InfluxDB sinks + alert engine running; alerts go to the webhook {webhook_url}")
-    local: threading.Thread | None = None
     try:
+        workloads = out_dir / "workloads"
+        workloads.mkdir(exist_ok=True)
+        workload_file = workloads / "demo-chat.yaml"
+        workload_file.write_text(yaml.safe_dump(demo_workload(sim, rate), sort_keys=False))
         if with_llm:
             engine = stack_status.connection["llm"]
-            local_workload = local_engine_workload(engine["base_url"], engine["model"], duration_s)
-            local = threading.Thread(
-                target=run_workload, args=(local_workload, settings), kwargs={"environ": {}}, name="demo-local-llm"
+            local_file = workloads / "demo-local-llm.yaml"
+            local_file.write_text(
+                yaml.safe_dump(local_engine_workload(engine["base_url"], engine["model"]), sort_keys=False)
             )
-            local.start()
-            step(f"probing a REAL local model ({engine['model']} on llama-server {engine['base_url']}), concurrency 1")
-        workload = demo_workload(sim, rate, duration_s)
-        step(f"probing 2 endpoints at {rate:g} req/s each for {duration_s:.0f}s ...")
-        summary = run_workload(workload, settings, environ={})
-        if local is not None:
-            local.join()
-        sent = sum(e.requests for e in summary.endpoints.values())
-        step(f"probe done: {sent} requests measured and published")
-        console.print(summary_table(summary, title="probe summary (client-side)"))
+            step(f"and a REAL local model ({engine['model']} on llama-server {engine['base_url']}), concurrency 1")
+        step(
+            f"tokenpulse monitor -w {workloads}: 2 endpoints at {rate:g} req/s each, stopped after {duration_s:.0f}s "
+            "(SIGTERM: requests in flight finish, Kafka is flushed)"
+        )
+        quiet_monitor_logs()
+        stats, summaries = run_monitor(
+            [workloads], settings, console=console, live=True, stop_after_s=duration_s, print_every_s=15.0
+        )
+        step(f"monitor done: {stats.published} requests measured and published, {stats.delivered} delivered")
+        console.print(monitor_table(summaries, title="monitor summary (client-side, since start)"))
         step("waiting for the last windows to close and the alert to resolve ...")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "resolved" not in webhook.states():

@@ -21,11 +21,20 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Annotated, Any, TypeVar
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import orjson
 import typer
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -42,6 +51,7 @@ MetricsHostOpt = Annotated[str, typer.Option("--metrics-host", help="address the
 
 __all__ = [
     "DEFAULT_METRICS_HOST",
+    "HealthCheck",
     "MetricsEndpoint",
     "MetricsHostOpt",
     "MetricsPortOpt",
@@ -96,10 +106,47 @@ def process_registry() -> CollectorRegistry:
     return registry
 
 
+HealthCheck = Callable[[], tuple[bool, Mapping[str, Any]]]
+"""``(healthy, body)``: ``/healthz`` answers 200 or 503 with ``body`` as JSON."""
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line each."""
+
+
+def _start_server_with_health(
+    endpoint: MetricsEndpoint, registry: CollectorRegistry, health: HealthCheck
+) -> tuple[WSGIServer, threading.Thread]:
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            healthy, body = health()
+            start_response("200 OK" if healthy else "503 Service Unavailable", [("Content-Type", "application/json")])
+            return [orjson.dumps(body, default=str)]
+        result: Iterable[bytes] = metrics_app(environ, start_response)
+        return result
+
+    httpd = make_server(endpoint.host, endpoint.port, app, _ThreadingWSGIServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name="tokenpulse-metrics", daemon=True)
+    thread.start()
+    return httpd, thread
+
+
 def serve_metrics(
-    endpoint: MetricsEndpoint, collectors: Iterable[Collector], *, registry: CollectorRegistry | None = None
+    endpoint: MetricsEndpoint,
+    collectors: Iterable[Collector],
+    *,
+    registry: CollectorRegistry | None = None,
+    health: HealthCheck | None = None,
 ) -> MetricsServer | None:
-    """Register ``collectors`` and serve them at ``http://host:port/metrics``; ``None`` when the port is 0.
+    """Register ``collectors`` and serve them at ``http://host:port/metrics`` (and ``/healthz`` when a
+    ``health`` check is given); ``None`` when the port is 0.
 
     An address that cannot be bound (port in use, unknown host) is a ``TokenpulseError`` naming the fix.
     """
@@ -109,7 +156,10 @@ def serve_metrics(
     for collector in collectors:
         registry.register(collector)
     try:
-        httpd, thread = start_http_server(endpoint.port, endpoint.host, registry)
+        if health is None:
+            httpd, thread = start_http_server(endpoint.port, endpoint.host, registry)
+        else:
+            httpd, thread = _start_server_with_health(endpoint, registry, health)
     except OSError as exc:
         raise TokenpulseError(
             f"--metrics-port {endpoint.port}: cannot listen on {endpoint.host}:{endpoint.port} "

@@ -42,7 +42,7 @@ class LatencyProfile(BaseModel):
     tokens_per_chunk: Annotated[int, Field(ge=1)] = 1
     error_rate: Rate = 0.0
     rate_429: Rate = 0.0
-    retry_after_s: NonNegative = 1.0
+    retry_after_s: NonNegative | None = Field(default=1.0, description="Retry-After of a 429; None: no header")
     cut_rate: Rate = Field(default=0.0, description="share of streams cut mid-way (connection closed)")
     invalid_json_rate: Rate = Field(default=0.0, description="share of streams with a chunk that is not JSON")
     role_chunk: bool = True

@@ -320,7 +320,7 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
         return web.json_response(
             {"error": {"message": "simulated rate limit", "type": "rate_limit"}},
             status=429,
-            headers={"Retry-After": f"{profile.retry_after_s:g}"},
+            headers={"Retry-After": f"{profile.retry_after_s:g}"} if profile.retry_after_s is not None else None,
         )
     if roll < profile.rate_429 + profile.error_rate:
         truth.outcome, truth.http_status, truth.end_ns = "http_5xx", 500, state.clock()

@@ -180,3 +180,59 @@ def test_api_keys_come_from_the_named_environment_variable() -> None:
     assert isinstance(keys["e"], SecretStr) and "sk-abc" not in repr(keys)
     with pytest.raises(WorkloadError, match="MY_KEY is not set"):
         resolve_api_keys(workload, {})
+
+
+def test_a_workload_without_an_end_is_valid_for_the_monitor() -> None:
+    workload = parse_workload(minimal(requests=None), continuous=True)
+    assert workload.requests is None and workload.duration_s is None
+
+
+def test_periodic_schedule_reads_durations() -> None:
+    schedule = {"kind": "periodic", "every": "5m", "requests": 3, "concurrency": 2, "jitter": "30s"}
+    workload = parse_workload(minimal(requests=None, schedule=schedule), continuous=True)
+    assert workload.schedule.kind == "periodic"
+    assert workload.schedule.every_ns == 300 * 10**9 and workload.schedule.jitter_ns == 30 * 10**9
+
+
+@pytest.mark.parametrize(
+    ("schedule", "says"),
+    [
+        ({"kind": "periodic", "every": "5 minutes"}, "not a duration like"),
+        ({"kind": "periodic", "every": "1m", "jitter": "1m"}, "jitter 1m must be shorter than every 1m"),
+        ({"kind": "periodic", "every": "0s"}, "every must be longer than 0"),
+    ],
+)
+def test_periodic_schedule_errors_name_the_field(schedule: dict[str, object], says: str) -> None:
+    with pytest.raises(WorkloadError) as info:
+        parse_workload(minimal(schedule=schedule), source="w.yaml")
+    assert "field 'schedule" in str(info.value) and says in str(info.value)
+
+
+def test_backoff_settings_are_durations() -> None:
+    workload = parse_workload(minimal(backoff={"initial": "100ms", "max": "2s", "breaker_after": 2}))
+    assert workload.backoff.initial_ns == 10**8 and workload.backoff.max_ns == 2 * 10**9
+    with pytest.raises(WorkloadError, match=r"backoff\.max"):
+        parse_workload(minimal(backoff={"max": "forever"}))
+
+
+def test_unique_synthetic_prompts_get_a_nonce_in_place_of_the_first_word() -> None:
+    from tokenpulse.producers.workload import new_nonce, workload_prompts
+
+    spec = {"synthetic": {"count": 2, "input_tokens": 40, "output_tokens": 8, "unique": True}}
+    prompts = workload_prompts(parse_workload(minimal(prompts=spec)))
+    assert all(p.unique for p in prompts)
+    nonces = [new_nonce() for _ in range(1000)]
+    assert len(set(nonces)) == 1000
+    sent = prompts[0].with_nonce(nonces[0])
+    words = sent.text.split()
+    assert words[0] == nonces[0] and len(words) == 40  # the declared token count is kept
+    assert words[1:] == prompts[0].text.split()[1:]
+
+
+def test_unique_prefix_puts_a_nonce_before_any_prompt() -> None:
+    from tokenpulse.producers.workload import workload_prompts
+
+    prompts = workload_prompts(parse_workload(minimal(unique_prefix=True)))
+    assert prompts[0].unique
+    assert prompts[0].with_nonce("00ff").text == "00ff hello"
+    assert workload_prompts(parse_workload(minimal()))[0].unique is False
