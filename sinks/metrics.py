@@ -80,8 +80,7 @@ def sink_runner_collectors(runner: SinkRunner) -> list[Collector]:
         return {sink.name: sink.stats for sink in list(runner.kafka_sinks)}
 
     def notifier_stats() -> dict[str, NotifierStats]:
-        dispatcher = runner.dispatcher
-        return dict(dispatcher.stats) if dispatcher is not None else {}
+        return runner.notifier_stats()
 
     def alert_engine() -> AlertEngine | None:
         return runner.alert_engine

@@ -1,4 +1,7 @@
-"""Runs the three InfluxDB sinks and the alert engine (with its notifiers) in one asyncio loop.
+"""Runs the three InfluxDB sinks, the alert engine and one alert delivery per notifier in one asyncio loop.
+
+Alertmanager notifiers also get every alert that is still firing (from the restored rule state) re-sent
+every ``resend_interval_s``, so Alertmanager never resolves a live alert by itself.
 
 ``SinkRunner(settings, rules, notifiers).start()`` runs everything in a background thread (the demo and
 tests use this); ``stop()`` finishes the in-flight batches and commits them. ``run_sinks(settings, rules,
@@ -14,6 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import httpx
 import urllib3
 from aiokafka import AIOKafkaProducer
 from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -25,9 +29,10 @@ from tokenpulse.schemas import Alert, RequestTiming, WindowStats
 from tokenpulse.sinks.alerting import AlertEngine
 from tokenpulse.sinks.baseline import seed_from_influx
 from tokenpulse.sinks.consumer import EventLineCodec, KafkaInfluxSink
+from tokenpulse.sinks.delivery import AlertDelivery
 from tokenpulse.sinks.lineprotocol import alert_line, request_line, window_line
 from tokenpulse.sinks.metrics import sink_runner_collectors
-from tokenpulse.sinks.notifiers import NotificationDispatcher, Notifier
+from tokenpulse.sinks.notifiers import AlertmanagerNotifier, DeliveryPolicy, Notifier, NotifierStats, post_once
 from tokenpulse.sinks.rules import RuleEngine, RuleSet
 from tokenpulse.sinks.writer import InfluxWriter
 from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS, ensure_topics
@@ -53,10 +58,13 @@ class SinkRunner:
     max_records: int = 10_000
     stop_grace_s: float = 10.0
     seed_baselines: bool = True
+    restore_state: bool = True
+    delivery_policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
     baseline_values_seeded: int = field(default=0, init=False)
     kafka_sinks: list[KafkaInfluxSink] = field(default_factory=list, init=False)
     alert_engine: AlertEngine | None = field(default=None, init=False)
-    dispatcher: NotificationDispatcher | None = field(default=None, init=False)
+    deliveries: list[AlertDelivery] = field(default_factory=list, init=False)
+    resent: int = field(default=0, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
     _stop: asyncio.Event | None = field(default=None, init=False)
@@ -66,14 +74,27 @@ class SinkRunner:
     def _group(self, name: str) -> str:
         return f"{self.group_prefix or self.settings.topic_prefix}.{name}"
 
+    def notifier_stats(self) -> dict[str, NotifierStats]:
+        """Delivery counters per notifier name."""
+        return {d.notifier.name: d.stats for d in list(self.deliveries)}
+
     async def run(self, stop: asyncio.Event) -> None:
         s, topics = self.settings, self.settings.topics
+        kafka_options = s.kafka_client_options()
         partitions = {topics.request_timings: REQUEST_TIMINGS_PARTITIONS} | {
-            topic: SINK_TOPIC_PARTITIONS for topic in (topics.window_stats, topics.alerts, topics.sink_dlq)
+            topic: SINK_TOPIC_PARTITIONS
+            for topic in (topics.window_stats, topics.alerts, topics.alert_state, topics.sink_dlq)
         }
-        await asyncio.to_thread(ensure_topics, s.kafka_bootstrap, partitions)
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
+        await asyncio.to_thread(
+            ensure_topics,
+            s.kafka_bootstrap,
+            partitions,
+            configs={topics.alert_state: {"cleanup.policy": "compact"}},
+            client_options=kafka_options,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5, **kafka_options)
         await producer.start()
+        http = httpx.AsyncClient(timeout=self.delivery_policy.timeout_s)
         writers: list[InfluxWriter] = []
         codecs: dict[str, tuple[str, Callable[[bytes | None], str]]] = {
             "llm_request": (topics.request_timings, EventLineCodec(RequestTiming, request_line)),
@@ -95,27 +116,46 @@ class SinkRunner:
                     dlq_topic=topics.sink_dlq,
                     producer=producer,
                     max_records=self.max_records,
+                    kafka_options=kafka_options,
                 )
                 self.kafka_sinks.append(sink)
             if self.rules is not None:
-                self.dispatcher = NotificationDispatcher(list(self.notifiers))
-                await self.dispatcher.start()
                 rule_engine = RuleEngine(self.rules)
-                if self.seed_baselines:
-                    self.baseline_values_seeded = await asyncio.to_thread(self._seed, rule_engine)
                 self.alert_engine = AlertEngine(
                     rules=rule_engine,
                     bootstrap=s.kafka_bootstrap,
                     window_topic=topics.window_stats,
                     alerts_topic=topics.alerts,
+                    state_topic=topics.alert_state,
                     dlq_topic=topics.sink_dlq,
                     group_id=self._group("alerting"),
                     producer=producer,
-                    on_alert=self.dispatcher.submit,
+                    kafka_options=kafka_options,
                 )
+                if self.restore_state:
+                    await self.alert_engine.restore()
+                if self.seed_baselines:
+                    self.baseline_values_seeded = await asyncio.to_thread(self._seed, rule_engine)
+                for notifier in self.notifiers:
+                    delivery = AlertDelivery(
+                        notifier=notifier,
+                        bootstrap=s.kafka_bootstrap,
+                        alerts_topic=topics.alerts,
+                        dlq_topic=topics.sink_dlq,
+                        group_id=self._group(f"notify.{notifier.name}"),
+                        producer=producer,
+                        client=http,
+                        policy=self.delivery_policy,
+                        kafka_options=kafka_options,
+                    )
+                    self.deliveries.append(delivery)
             tasks = [asyncio.create_task(sink.run(stop), name=f"sink-{sink.name}") for sink in self.kafka_sinks]
             if self.alert_engine is not None:
                 tasks.append(asyncio.create_task(self.alert_engine.run(stop), name="alert-engine"))
+            for delivery in self.deliveries:
+                tasks.append(asyncio.create_task(delivery.run(stop), name=f"notify-{delivery.notifier.name}"))
+                if isinstance(delivery.notifier, AlertmanagerNotifier):
+                    tasks.append(asyncio.create_task(self._resend(delivery.notifier, http, stop)))
             self._ready.set()
             watchdog = asyncio.create_task(self._abort_after_grace(stop))
             try:
@@ -126,11 +166,21 @@ class SinkRunner:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            if self.dispatcher is not None:
-                await self.dispatcher.stop()
+            await http.aclose()
             await producer.stop()
             for writer in writers:
                 writer.close()
+
+    async def _resend(self, notifier: AlertmanagerNotifier, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        """Re-post every alert the rule state says is firing, each ``resend_interval_s``."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), notifier.resend_interval_s)
+            if stop.is_set() or self.alert_engine is None:
+                return
+            for alert in self.alert_engine.rules.firing_alerts():
+                if await post_once(http, notifier, alert):
+                    self.resent += 1
 
     def _seed(self, engine: RuleEngine) -> int:
         s = self.settings

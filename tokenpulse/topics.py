@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -22,16 +23,24 @@ REQUEST_TIMINGS_PARTITIONS = 6
 
 
 def ensure_topics(
-    bootstrap: str, partitions_by_topic: Mapping[str, int], *, request_timeout_ms: int = 10_000
+    bootstrap: str,
+    partitions_by_topic: Mapping[str, int],
+    *,
+    request_timeout_ms: int = 10_000,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> dict[str, int]:
-    """Create each missing topic with its partitions (and the broker's default replication); return how
-    many partitions each one has. Existing topics are left as they are. Raises kafka-python's errors: a
-    broker that cannot be reached within ``request_timeout_ms`` (``KafkaTimeoutError``), not authorized, ..."""
+    """Create each missing topic with its partitions (and the broker's default replication) and its
+    ``configs`` (e.g. ``cleanup.policy: compact``); return how many partitions each one has. Existing topics
+    are left as they are. ``client_options`` are kafka-python's security settings
+    (``Settings.kafka_python_options()``). Raises kafka-python's errors: a broker that cannot be reached
+    within ``request_timeout_ms`` (``KafkaTimeoutError``), not authorized, ..."""
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap.split(","),
         client_id="tokenpulse-topics",
         request_timeout_ms=request_timeout_ms,
         bootstrap_timeout_ms=request_timeout_ms,
+        **dict(client_options or {}),
     )
     try:
         existing = set(admin.list_topics())
@@ -39,7 +48,10 @@ def ensure_topics(
             if topic in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])
+                topic_configs = dict((configs or {}).get(topic, {}))
+                admin.create_topics(
+                    [NewTopic(topic, num_partitions=partitions, replication_factor=-1, topic_configs=topic_configs)]
+                )
                 log.info("created topic %s with %d partitions", topic, partitions)
             except TopicAlreadyExistsError:
                 pass  # another process created it in between
