@@ -76,24 +76,22 @@ class AlertEngine:
             **self.kafka_options,
         )
 
-    async def restore(self) -> int:
-        """Read the alert-state topic from its start to its end and put every key's state back; returns
-        how many keys were restored. Call once, before ``run``."""
+    async def restore(self, partitions: int) -> int:
+        """Read the alert-state topic (``partitions`` of them) from its start to its end and put every key's
+        state back; returns how many keys were restored. Call once, before ``run``."""
         reader = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, **self.kafka_options
         )
         await reader.start()
         latest: dict[bytes, bytes | None] = {}
         try:
-            await reader.topics()  # fetches the cluster metadata, so partitions_for_topic knows the topic
-            partitions = [
-                TopicPartition(self.state_topic, p) for p in reader.partitions_for_topic(self.state_topic) or ()
-            ]
-            if partitions:
-                reader.assign(partitions)
-                await reader.seek_to_beginning(*partitions)
-                end = await reader.end_offsets(partitions)
-                remaining = {tp for tp in partitions if end[tp] > 0}
+            # (An unsubscribed consumer knows no partitions_for_topic: the count comes from ensure_topics.)
+            assigned = [TopicPartition(self.state_topic, p) for p in range(partitions)]
+            if assigned:
+                reader.assign(assigned)
+                await reader.seek_to_beginning(*assigned)
+                end = await reader.end_offsets(assigned)
+                remaining = {tp for tp in assigned if end[tp] > 0}
                 while remaining:
                     batch = await reader.getmany(*remaining, timeout_ms=500)
                     for tp, records in batch.items():
@@ -103,7 +101,7 @@ class AlertEngine:
                         if records and records[-1].offset + 1 >= end[tp]:
                             remaining.discard(tp)
         finally:
-            await reader.stop()
+            await _stop_groupless(reader)
         for raw in latest.values():
             if raw is None:
                 continue
@@ -184,3 +182,14 @@ def _decode_window(raw: bytes | None) -> WindowStats:
     if raw is None:
         raise SchemaError("record has no value (tombstone)")
     return decode(WindowStats, raw)
+
+
+async def _stop_groupless(consumer: AIOKafkaConsumer) -> None:
+    # aiokafka 0.14: stopping a group-less consumer right after ``assign`` can raise the CancelledError of
+    # its own internal committed-offsets task. Only a cancellation of *this* task is passed on.
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

@@ -85,7 +85,7 @@ class SinkRunner:
             topic: SINK_TOPIC_PARTITIONS
             for topic in (topics.window_stats, topics.alerts, topics.alert_state, topics.sink_dlq)
         }
-        await asyncio.to_thread(
+        found_partitions = await asyncio.to_thread(
             ensure_topics,
             s.kafka_bootstrap,
             partitions,
@@ -133,7 +133,7 @@ class SinkRunner:
                     kafka_options=kafka_options,
                 )
                 if self.restore_state:
-                    await self.alert_engine.restore()
+                    await self.alert_engine.restore(found_partitions[topics.alert_state])
                 if self.seed_baselines:
                     self.baseline_values_seeded = await asyncio.to_thread(self._seed, rule_engine)
                 for notifier in self.notifiers:
@@ -244,10 +244,11 @@ def run_sinks(
     notifiers: Sequence[Notifier] = (),
     *,
     metrics: MetricsEndpoint | None = None,
+    delivery_policy: DeliveryPolicy | None = None,
 ) -> None:
     """Run the sinks and alerting in this thread until ``stop_event`` is set; with ``metrics`` enabled,
     serve their counters at ``/metrics`` meanwhile."""
-    runner = SinkRunner(settings, rules, notifiers)
+    runner = SinkRunner(settings, rules, notifiers, delivery_policy=delivery_policy or DeliveryPolicy())
     server = serve_metrics(metrics, sink_runner_collectors(runner)) if metrics is not None else None
     try:
         runner.start()
