@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenpulse.private_files import private_dir
 from tokenpulse.stack.errors import StackError
 from tokenpulse.stack.process import ServiceProcess
 
@@ -160,7 +161,7 @@ class KafkaBroker:
     def prepare(self) -> None:
         """Write the config and format the storage with a fresh cluster id, once per data dir."""
         d = self.cfg.data_dir
-        d.mkdir(parents=True, exist_ok=True)
+        private_dir(d)  # the broker's logs hold the events
         (d / "log4j2.yaml").write_text(_LOG4J2)
         props = d / "server.properties"
         props.write_text(server_properties(self.cfg))

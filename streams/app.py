@@ -30,6 +30,7 @@ from faust.types import TP
 
 from tokenpulse.config import Settings
 from tokenpulse.metrics import MetricsEndpoint, serve_metrics
+from tokenpulse.private_files import private_dir
 from tokenpulse.streams.core import WindowCore
 from tokenpulse.streams.engine import WindowConfig, record_partition
 from tokenpulse.streams.metrics import WorkerCollector
@@ -358,7 +359,7 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
     """The faust app for ``settings`` (broker, topic names) and ``config`` (windows, grace, tuning)."""
     topics = settings.topics
     data_dir = config.data_dir or settings.data_dir / "worker"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     app = faust.App(config.resolved_app_id(settings), **faust_settings(settings, config, data_dir))
     source = app.topic(
         topics.request_timings,
