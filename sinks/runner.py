@@ -24,6 +24,7 @@ from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
 from tokenpulse.config import Settings
+from tokenpulse.errors import TokenpulseError
 from tokenpulse.metrics import MetricsEndpoint, serve_metrics
 from tokenpulse.schemas import Alert, RequestTiming, WindowStats
 from tokenpulse.sinks.alerting import AlertEngine
@@ -223,7 +224,8 @@ class SinkRunner:
         except BaseException as exc:
             self._error = exc
             self._ready.set()
-            log.exception("sink runner failed")
+            if not isinstance(exc, TokenpulseError):  # a user's error is raised to the caller, not a bug
+                log.exception("sink runner failed")
         finally:
             loop.close()
 
