@@ -81,6 +81,9 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="retry an undelivered alert this long before recording the failure")
         ] = "6h",
         notify_retry_max_delay: Annotated[str, typer.Option(help="longest wait between two delivery attempts")] = "5m",
+        influx_auth_exit_after: Annotated[
+            str, typer.Option(help="exit (code 2) when InfluxDB refuses the token or bucket for this long")
+        ] = "5m",
         metrics_port: MetricsPortOpt = 0,
         metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
     ) -> None:
@@ -125,6 +128,7 @@ def register(app: typer.Typer) -> None:
                 notifiers,
                 metrics=MetricsEndpoint(metrics_port, metrics_host),
                 delivery_policy=policy,
+                influx_auth_exit_after_s=parse_duration_ns(influx_auth_exit_after) / 1e9,
             )
         except KeyboardInterrupt:
             stop.set()

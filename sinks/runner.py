@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,6 +48,10 @@ SINK_TOPIC_PARTITIONS = 3
 """Partitions of the window-stats, alerts and dead-letter topics if the sink runner has to create them."""
 
 
+class SinkUnhealthy(TokenpulseError):
+    """InfluxDB kept refusing the sink's token or bucket for longer than it is allowed to wait."""
+
+
 @dataclass
 class SinkRunner:
     """The sink process: ``llm_request``, ``llm_window`` and ``llm_alert`` sinks plus alerting."""
@@ -61,6 +66,10 @@ class SinkRunner:
     seed_baselines: bool = True
     restore_state: bool = True
     delivery_policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    influx_auth_exit_after_s: float = 300.0
+    """How long InfluxDB may refuse the token or bucket (401/403/404) before the sink gives up and exits."""
+    health_check_s: float = 1.0
+    writers: dict[str, InfluxWriter] = field(default_factory=dict, init=False)
     baseline_values_seeded: int = field(default=0, init=False)
     kafka_sinks: list[KafkaInfluxSink] = field(default_factory=list, init=False)
     alert_engine: AlertEngine | None = field(default=None, init=False)
@@ -71,9 +80,14 @@ class SinkRunner:
     _stop: asyncio.Event | None = field(default=None, init=False)
     _ready: threading.Event = field(default_factory=threading.Event, init=False)
     _error: BaseException | None = field(default=None, init=False)
+    _unhealthy: SinkUnhealthy | None = field(default=None, init=False)
 
     def _group(self, name: str) -> str:
         return f"{self.group_prefix or self.settings.topic_prefix}.{name}"
+
+    def influx_problems(self) -> dict[str, str]:
+        """Sink name -> what InfluxDB refuses (wrong token or bucket) and the fix; empty while healthy."""
+        return {name: w.auth_problem for name, w in list(self.writers.items()) if w.auth_problem is not None}
 
     def notifier_stats(self) -> dict[str, NotifierStats]:
         """Delivery counters per notifier name."""
@@ -107,6 +121,7 @@ class SinkRunner:
                 topic, codec = codecs[name]
                 writer = InfluxWriter(s.influx_url, s.influx_token, s.influx_org, s.influx_bucket)
                 writers.append(writer)
+                self.writers[name] = writer
                 sink = KafkaInfluxSink(
                     name=name,
                     bootstrap=s.kafka_bootstrap,
@@ -159,10 +174,12 @@ class SinkRunner:
                     tasks.append(asyncio.create_task(self._resend(delivery.notifier, http, stop)))
             self._ready.set()
             watchdog = asyncio.create_task(self._abort_after_grace(stop))
+            health = asyncio.create_task(self._watch_influx_auth(stop))
             try:
                 await asyncio.gather(*tasks)
             finally:
                 watchdog.cancel()
+                health.cancel()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -171,6 +188,37 @@ class SinkRunner:
             await producer.stop()
             for writer in writers:
                 writer.close()
+
+    async def _watch_influx_auth(self, stop: asyncio.Event) -> None:
+        """Report a refused token or bucket at once (log, ``/metrics``), and stop the sink with
+        ``SinkUnhealthy`` once it has lasted ``influx_auth_exit_after_s``: retrying cannot fix it."""
+        reported: set[str] = set()
+        while not stop.is_set():
+            await asyncio.sleep(self.health_check_s)
+            for name, writer in list(self.writers.items()):
+                problem, since = writer.auth_problem, writer.auth_failing_since
+                if problem is None or since is None:
+                    if name in reported:
+                        log.info("sink %s is healthy again: InfluxDB accepts its writes", name)
+                    reported.discard(name)
+                    continue
+                if name not in reported:
+                    reported.add(name)
+                    log.error(
+                        "sink %s unhealthy: %s; it exits if this lasts %.0fs",
+                        name,
+                        problem,
+                        self.influx_auth_exit_after_s,
+                    )
+                if time.monotonic() - since >= self.influx_auth_exit_after_s:
+                    self._unhealthy = SinkUnhealthy(
+                        f"sink {name} gave up after {self.influx_auth_exit_after_s:.0f}s: {problem}"
+                    )
+                    log.error("%s", self._unhealthy)
+                    stop.set()
+                    for sink in self.kafka_sinks:
+                        sink.request_stop()
+                    return
 
     async def _resend(self, notifier: AlertmanagerNotifier, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
         """Re-post every alert the rule state says is firing, each ``resend_interval_s``."""
@@ -221,6 +269,8 @@ class SinkRunner:
         self._stop = asyncio.Event()
         try:
             loop.run_until_complete(self.run(self._stop))
+            if self._unhealthy is not None:
+                raise self._unhealthy
         except BaseException as exc:
             self._error = exc
             self._ready.set()
@@ -247,10 +297,17 @@ def run_sinks(
     *,
     metrics: MetricsEndpoint | None = None,
     delivery_policy: DeliveryPolicy | None = None,
+    influx_auth_exit_after_s: float = 300.0,
 ) -> None:
     """Run the sinks and alerting in this thread until ``stop_event`` is set; with ``metrics`` enabled,
     serve their counters at ``/metrics`` meanwhile."""
-    runner = SinkRunner(settings, rules, notifiers, delivery_policy=delivery_policy or DeliveryPolicy())
+    runner = SinkRunner(
+        settings,
+        rules,
+        notifiers,
+        delivery_policy=delivery_policy or DeliveryPolicy(),
+        influx_auth_exit_after_s=influx_auth_exit_after_s,
+    )
     server = serve_metrics(metrics, sink_runner_collectors(runner)) if metrics is not None else None
     try:
         runner.start()
