@@ -237,7 +237,10 @@ def load_rules(path: Path) -> RuleSet:
 
 @dataclass
 class _KeyState:
-    """Everything a rule remembers about one key; ``to_dict``/``from_dict`` persist it across restarts."""
+    """Everything a rule remembers about one key; ``to_dict``/``from_dict`` persist it across restarts.
+
+    The regression baseline is not persisted: it would make every state record up to a day of windows
+    long, and a restarted engine seeds it from ``llm_window`` in InfluxDB (``seed_samples``) instead."""
 
     last_window_end: int = -1
     breach_streak: int = 0
@@ -263,7 +266,6 @@ class _KeyState:
             "last_resolved_end": self.last_resolved_end,
             "no_data_firing": self.no_data_firing,
             "no_data_alert_id": self.no_data_alert_id,
-            "baseline": [list(item) for item in self.baseline],
             "firing_alert": None if self.firing_alert is None else self.firing_alert.model_dump(mode="json"),
             "no_data_alert": None if self.no_data_alert is None else self.no_data_alert.model_dump(mode="json"),
         }
@@ -281,7 +283,6 @@ class _KeyState:
             last_resolved_end=None if data.get("last_resolved_end") is None else int(data["last_resolved_end"]),
             no_data_firing=bool(data.get("no_data_firing", False)),
             no_data_alert_id=str(data.get("no_data_alert_id", "")),
-            baseline=deque((int(end), float(value), int(count)) for end, value, count in data.get("baseline", [])),
             firing_alert=None if firing_alert is None else Alert.model_validate(firing_alert),
             no_data_alert=None if no_data_alert is None else Alert.model_validate(no_data_alert),
         )

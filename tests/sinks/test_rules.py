@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tokenpulse.durations import parse_duration_ns
-from tokenpulse.sinks.rules import RuleEngine, RulesError, load_rules, metric_value, parse_rules
+from tokenpulse.sinks.rules import BaselineSample, RuleEngine, RulesError, load_rules, metric_value, parse_rules
 from tokenpulse.testing.sinks import BASE_NS, MINUTE_NS, make_window
 
 
@@ -252,7 +252,7 @@ def test_state_round_trip_resolves_with_the_same_alert_id() -> None:
     assert after.firing_alerts() == []
 
 
-def test_state_round_trip_keeps_regression_baseline_and_cooldown() -> None:
+def test_state_round_trip_keeps_cooldown_and_leaves_the_baseline_to_the_seed() -> None:
     rule = {
         "name": "reg",
         "kind": "regression",
@@ -267,6 +267,15 @@ def test_state_round_trip_keeps_regression_baseline_and_cooldown() -> None:
     assert [a.state for a in alerts] == ["firing", "resolved"]
     after = _engine(rule)
     for key, state in before.take_changed_states().items():
+        assert "baseline" not in state  # seeded from InfluxDB at start-up instead
         after.restore_state(key, json.loads(json.dumps(state)))
     assert _feed(after, [900], start=5) == []  # within the cooldown, as without a restart
-    assert [a.state for a in _feed(after, [900], start=20)] == ["firing"]  # baseline kept: 400
+    assert _feed(after, [900], start=20) == []  # no baseline yet
+    seed = [
+        BaselineSample(
+            "simulated", "sim-small", "chat", "1m", BASE_NS + i * MINUTE_NS, 60, {"ttft_p95_ms": 400.0}, "local"
+        )
+        for i in range(21, 24)
+    ]
+    assert after.seed_samples(seed) == 3
+    assert [a.state for a in _feed(after, [900], start=24)] == ["firing"]
