@@ -83,6 +83,7 @@ class AlertEngine:
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, **self.kafka_options
         )
         await reader.start()
+        await asyncio.sleep(0)  # let its internal task start, or stopping it raises (see _stop_groupless)
         latest: dict[bytes, bytes | None] = {}
         try:
             # (An unsubscribed consumer knows no partitions_for_topic: the count comes from ensure_topics.)
@@ -185,8 +186,9 @@ def _decode_window(raw: bytes | None) -> WindowStats:
 
 
 async def _stop_groupless(consumer: AIOKafkaConsumer) -> None:
-    # aiokafka 0.14: stopping a group-less consumer right after ``assign`` can raise the CancelledError of
-    # its own internal committed-offsets task. Only a cancellation of *this* task is passed on.
+    # aiokafka 0.14: stopping a group-less consumer whose internal committed-offsets task has not run yet
+    # raises that task's CancelledError (and leaves the consumer's other tasks pending). Only a
+    # cancellation of *this* task is passed on.
     try:
         await consumer.stop()
     except asyncio.CancelledError:

@@ -7,7 +7,9 @@ accepted the alert (2xx), refused it (a 4xx other than 408/429) or its retries r
 hours by default). A refusal or an exhausted budget is recorded: logged as an error, counted in
 ``NotifierStats.dropped`` and written to the sink dead-letter topic with the reason in its ``error`` header.
 A sink killed in between re-delivers the alert after its restart (at least once); within one process a
-repeated ``(alert_id, state)`` on the topic (an alert re-published after a crash) is delivered once.
+repeated ``(alert_id, state)`` on the topic (an alert re-published after a crash) is delivered once. An
+alert published longer ago than the retry budget (a sink that was down for longer, or a notifier added
+later, whose new group starts at the topic's beginning) is recorded as given up, not sent.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -77,7 +80,9 @@ class AlertDelivery:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=100)
                 for tp, records in batch.items():
                     for record in records:
-                        work = asyncio.create_task(self._handle(record.key, record.value, tp, record.offset))
+                        work = asyncio.create_task(
+                            self._handle(record.key, record.value, tp, record.offset, record.timestamp)
+                        )
                         await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
                         if not work.done():
                             work.cancel()
@@ -90,7 +95,9 @@ class AlertDelivery:
             stopping.cancel()
             await self._consumer.stop()
 
-    async def _handle(self, key: bytes | None, value: bytes | None, tp: TopicPartition, offset: int) -> None:
+    async def _handle(
+        self, key: bytes | None, value: bytes | None, tp: TopicPartition, offset: int, timestamp_ms: int
+    ) -> None:
         try:
             if value is None:
                 raise SchemaError("record has no value (tombstone)")
@@ -103,6 +110,13 @@ class AlertDelivery:
         if seen in self._seen:
             return
         try:
+            age_s = time.time() - timestamp_ms / 1000
+            if age_s > self.policy.retry_for_s:
+                # Its retry budget ran out while no sink ran (or this notifier's group is new): do not page
+                # with a stale alert; record it like any other give-up.
+                raise DeliveryFailed(
+                    f"published {age_s:.0f}s ago, beyond the {self.policy.retry_for_s:g}s retry budget"
+                )
             await send_alert(self.client, self.notifier, alert, self.policy, self.stats)
         except DeliveryFailed as exc:
             self.stats.dropped += 1

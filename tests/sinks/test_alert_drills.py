@@ -277,3 +277,44 @@ def test_drill_regions_and_windows_alert_on_their_own(kafka_bootstrap, influx, t
     assert tagged == expected
     assert len({a.alert_id for a in alerts}) == 3
     print("regions/windows drill: 3 incidents (eu-west/1m, eu-west/5m, us-east/5m), 5 alerts; us-east/1m none")
+
+
+def test_alert_older_than_the_retry_budget_is_recorded_not_sent(kafka_bootstrap, influx, topic_prefix) -> None:
+    """A notifier whose group is new (or a sink down for longer than the budget) does not page with
+    alerts from long ago: they go to the dead-letter topic with the reason."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from tokenpulse.schemas import encode
+    from tokenpulse.testing.sinks import make_alert
+
+    settings = settings_for(kafka_bootstrap, influx, topic_prefix)
+    webhook = RecordingReceiver()
+    policy = DeliveryPolicy(retry_for_s=3600.0)
+    runner = SinkRunner(
+        settings, parse_rules(THRESHOLD_RULES), [WebhookNotifier(webhook.url)], sinks=(), delivery_policy=policy
+    )
+    runner.start()
+    old, fresh = make_alert(alert_id="old-one"), make_alert(alert_id="fresh-one")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(
+        settings.topics.alerts, encode(old), key=old.kafka_key(), timestamp_ms=int((time.time() - 7200) * 1000)
+    )
+    producer.send(settings.topics.alerts, encode(fresh), key=fresh.kafka_key())
+    producer.flush()
+    producer.close()
+    try:
+        wait_until(lambda: len(webhook.bodies) >= 1, 60, "the fresh alert")
+        wait_until(lambda: runner.notifier_stats()["webhook"].dropped == 1, 30, "the stale alert recorded")
+    finally:
+        runner.stop()
+        webhook.stop()
+    assert [body["alert_id"] for _, body in webhook.bodies] == ["fresh-one"]
+    consumer = KafkaConsumer(
+        settings.topics.sink_dlq,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    reasons = [dict(r.headers)["error"].decode() for r in consumer]
+    consumer.close()
+    assert len(reasons) == 1 and "gave up on alert old-one" in reasons[0] and "retry budget" in reasons[0]
