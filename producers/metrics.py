@@ -39,6 +39,12 @@ class ProbeCollector(Collector):
             "timestamp; event_loop: the reader's clock, which includes the event loop's lag).",
             [*labels, "stamp"],
         )
+        stale = counter(
+            "tokenpulse_probe_stale_connection_retries_total",
+            "Probe: requests sent again on a fresh connection because the reused keep-alive connection had been "
+            "closed by the server before any response byte (not a provider error).",
+            labels,
+        )
         workload = self.summary.workload
         for name, endpoint in sorted(list(self.summary.endpoints.items())):
             requests.add_metric([workload, name], endpoint.requests)
@@ -46,11 +52,12 @@ class ProbeCollector(Collector):
                 errors.add_metric([workload, name, kind], count)
             tokens.add_metric([workload, name], endpoint.completion_tokens)
             cost.add_metric([workload, name], endpoint.cost_usd)
+            stale.add_metric([workload, name], endpoint.stale_connection_retries)
             if endpoint.socket_reads is not None:
                 total, kernel = endpoint.socket_reads.total, endpoint.socket_reads.kernel_stamped
                 reads.add_metric([workload, name, "kernel"], kernel)
                 reads.add_metric([workload, name, "event_loop"], total - kernel)
-        yield from (requests, errors, tokens, cost, reads)
+        yield from (requests, errors, tokens, cost, stale, reads)
 
 
 class PublisherCollector(Collector):

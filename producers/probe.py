@@ -36,7 +36,7 @@ from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig, Publ
 from tokenpulse.producers.scheduler import RetryAfterGate, Slot, StopCondition, run_closed_loop, run_open_loop
 from tokenpulse.producers.stream import ChatRequest, StreamRecorder
 from tokenpulse.producers.timing import Prices, compute_metrics_columns, percentile
-from tokenpulse.producers.workload import ClosedSchedule, Endpoint, Prompt, Workload, load_prompts
+from tokenpulse.producers.workload import ClosedSchedule, Endpoint, Prompt, Workload, header_values, load_prompts
 from tokenpulse.schemas import RequestTiming
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class EndpointSummary:
     schedule_lag_ms: list[float] = field(default_factory=list)
     cost_usd: float = 0.0
     completion_tokens: int = 0
+    stale_connection_retries: int = 0
+    """Requests sent again on a fresh connection after a reused keep-alive one turned out closed."""
     socket_reads: SocketReads | None = None
     """The adapter's socket reads (``None`` for an adapter without the probe's own connections)."""
 
@@ -91,6 +93,7 @@ class EndpointSummary:
             self.schedule_lag_ms.append(event.schedule_lag_ms)
         self.cost_usd += event.cost_usd
         self.completion_tokens += event.completion_tokens
+        self.stale_connection_retries += event.stale_connection_retry
 
     def quantile(self, metric: str, q: float) -> float | None:
         values: list[float] = getattr(self, metric)
@@ -143,9 +146,10 @@ def resolve_api_keys(workload: Workload, environ: Mapping[str, str]) -> dict[str
 def make_adapter(endpoint: Endpoint, api_key: SecretStr | None, workload: Workload) -> ProviderAdapter:
     t = workload.timeouts
     timeout = httpx.Timeout(connect=t.connect_s, read=t.total_s, write=t.connect_s, pool=None)
+    headers = header_values(endpoint)
     if endpoint.kind == "cerebras":
-        return CerebrasAdapter(endpoint.base_url, api_key, timeout=timeout)
-    return OpenAIAdapter(endpoint.base_url, api_key, timeout=timeout)
+        return CerebrasAdapter(endpoint.base_url, api_key, timeout=timeout, extra_headers=headers)
+    return OpenAIAdapter(endpoint.base_url, api_key, timeout=timeout, extra_headers=headers)
 
 
 def endpoint_url(endpoint: Endpoint) -> str:
@@ -186,6 +190,7 @@ class EndpointProbe:
         self.url = endpoint_url(endpoint)
         self.gate = RetryAfterGate(clocks.monotonic_ns, workload.max_retry_after_s)
         self.warmups_done = 0
+        self.options = {p.id: endpoint.options.merged(p.options).body_fields() for p in prompts}
 
     async def run(self, rng: random.Random) -> None:
         total = self.workload.requests + self.workload.warmup_requests if self.workload.requests else None
@@ -209,6 +214,13 @@ class EndpointProbe:
         if self.on_event is not None:
             self.on_event(event)
 
+    def request_options(self, prompt: Prompt) -> dict[str, Any]:
+        """The body fields of ``prompt`` on this endpoint (merged once per prompt of the workload)."""
+        options = self.options.get(prompt.id)
+        if options is None or prompt not in self.prompts:
+            options = self.endpoint.options.merged(prompt.options).body_fields()
+        return options
+
     async def probe_once(self, prompt: Prompt, planned_ns: int | None = None) -> RequestTiming:
         """Send one request and return its event; never raises for a failed request."""
         event_id = uuid.uuid4()
@@ -219,6 +231,8 @@ class EndpointProbe:
             request_id=str(event_id),
             prompt_id=prompt.id,
             send_at_ns=planned_ns,
+            max_tokens_param=self.endpoint.max_tokens_param,
+            options=self.request_options(prompt),
         )
         recorder = StreamRecorder(self.clocks.monotonic_ns)
         failure: ProbeFailure | None = None
@@ -262,6 +276,8 @@ class EndpointProbe:
             recorder.usage,
             prompt_text=prompt.text,
             prices=self.prices,
+            reasoning=recorder.reasoning,
+            tool_chunks=recorder.tool_chunks,
         )
         return RequestTiming(
             event_id=event_id,
@@ -278,6 +294,8 @@ class EndpointProbe:
             error_detail=failure.detail[:500] if failure is not None else None,
             http_status=failure.http_status if failure is not None and failure.http_status else recorder.http_status,
             ttft_ms=metrics.ttft_ms,
+            ttfa_ms=metrics.ttfa_ms,
+            reasoning_ms=metrics.reasoning_ms,
             e2e_ms=metrics.e2e_ms,
             tpot_ms=metrics.tpot_ms,
             itl_p50_ms=metrics.itl_p50_ms,
@@ -285,13 +303,22 @@ class EndpointProbe:
             itl_max_ms=metrics.itl_max_ms,
             decode_tps=metrics.decode_tps,
             prompt_tokens=metrics.prompt_tokens,
+            cached_prompt_tokens=metrics.cached_prompt_tokens,
             completion_tokens=metrics.completion_tokens,
+            reasoning_tokens=metrics.reasoning_tokens,
+            tool_calls=metrics.tool_calls,
             token_count_source=metrics.token_count_source,
             price_in_per_mtok=self.prices.input_per_mtok,
+            price_cached_in_per_mtok=self.prices.cached_input_per_mtok,
             price_out_per_mtok=self.prices.output_per_mtok,
+            price_reasoning_out_per_mtok=self.prices.reasoning_output_per_mtok,
             cost_usd=metrics.cost_usd,
             schedule_lag_ms=(sent_ns - planned_ns) / 1e6 if planned_ns is not None else None,
             tags=dict(self.workload.tags),
+            server_prefill_ms=server.prefill_ms if (server := recorder.server_timings) is not None else None,
+            server_decode_ms=server.decode_ms if server is not None else None,
+            server_cached_tokens=server.cached_tokens if server is not None else None,
+            stale_connection_retry=recorder.stale_connection_retries > 0,
         )
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from tokenpulse.producers.errors import WorkloadError
 from tokenpulse.producers.timing import Prices
@@ -31,7 +32,16 @@ _FIXES: dict[str, str] = {
     "duration_s": "give requests: N or duration_s: S (or both; whichever ends first)",
     "endpoints": "list at least one endpoint with name, kind, base_url and model",
     "max_tokens": "a whole number >= 1",
+    "max_tokens_param": "use 'max_tokens' or 'max_completion_tokens' (OpenAI's reasoning models need the latter)",
+    "role": "give every message a role: system, developer, user, assistant or tool",
+    "id": "an id of 1-200 letters, digits or _.:/@+- characters",
+    "reasoning_effort": "use minimal, low, medium or high",
+    "extra_body": "a mapping of request fields passed through as they are, e.g. {top_k: 20}",
+    "extra_headers": "a mapping of header name to value, e.g. {X-Org: team-a}",
+    "tools": "a list like [{type: function, function: {name: get_weather, parameters: {...}}}]",
 }
+MAX_PROMPT_ID = 200
+_RESERVED_BODY_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
 
 Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:/@+-]+$")]
 
@@ -46,6 +56,66 @@ class PriceEntry(_Strict):
     effective_from: dt.date
     input_per_mtok: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
     output_per_mtok: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+    cached_input_per_mtok: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = Field(
+        None, description="cached prompt tokens; defaults to input_per_mtok"
+    )
+    reasoning_output_per_mtok: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = Field(
+        None, description="reasoning output tokens; defaults to output_per_mtok"
+    )
+
+
+class RequestOptions(_Strict):
+    """Sampling and request fields sent with every chat completion (unset ones are not sent).
+
+    Given per endpoint and per prompt; a prompt's options win over its endpoint's, field by field.
+    ``extra_body`` is passed through as it is, after the named fields (provider-specific knobs such as
+    ``top_k`` or ``chat_template_kwargs``).
+    """
+
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    seed: int | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    stop: Annotated[str, Field(min_length=1)] | Annotated[tuple[str, ...], Field(min_length=1, max_length=4)] | None = (
+        None
+    )
+    tools: Annotated[tuple[dict[str, Any], ...], Field(min_length=1)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_are_functions(cls, tools: tuple[dict[str, Any], ...] | None) -> tuple[dict[str, Any], ...] | None:
+        for index, tool in enumerate(tools or ()):
+            function = tool.get("function")
+            if tool.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
+                raise ValueError(f"tool {index} needs type: function and function.name")
+        return tools
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_reserved_fields(cls, body: dict[str, Any]) -> dict[str, Any]:
+        reserved = sorted(_RESERVED_BODY_FIELDS & set(body))
+        if reserved:
+            raise ValueError(f"extra_body must not set {reserved}: the probe sends those itself")
+        return body
+
+    def merged(self, override: RequestOptions | None) -> RequestOptions:
+        """These options with every field ``override`` sets replacing ours (``extra_body`` merged by key)."""
+        if override is None:
+            return self
+        update = {name: getattr(override, name) for name in override.model_fields_set if name != "extra_body"}
+        update["extra_body"] = {**self.extra_body, **override.extra_body}
+        return self.model_copy(update=update)
+
+    def body_fields(self) -> dict[str, Any]:
+        """The JSON body fields these options add to a request."""
+        fields = self.model_dump(exclude_none=True, exclude={"extra_body"})
+        if isinstance(fields.get("stop"), tuple):
+            fields["stop"] = list(fields["stop"])
+        if "tools" in fields:
+            fields["tools"] = list(fields["tools"])
+        return {**fields, **self.extra_body}
 
 
 class Endpoint(_Strict):
@@ -59,6 +129,21 @@ class Endpoint(_Strict):
     api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     region: str | None = None
     prices: tuple[PriceEntry, ...] = ()
+    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="OpenAI's reasoning models reject max_tokens and need max_completion_tokens"
+    )
+    options: RequestOptions = RequestOptions()
+    extra_headers: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")], SecretStr] = Field(
+        default_factory=dict, description="sent with every request; values never appear in events, logs or errors"
+    )
+
+    @field_validator("extra_headers")
+    @classmethod
+    def _headers_are_not_the_key(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        taken = sorted(name for name in headers if name.lower() in ("authorization", "content-type"))
+        if taken:
+            raise ValueError(f"extra_headers must not set {taken}: the key comes from api_key_env")
+        return headers
 
     @field_validator("base_url")
     @classmethod
@@ -79,13 +164,75 @@ class Endpoint(_Strict):
         if not current:
             return Prices()
         latest = max(current, key=lambda p: p.effective_from)
-        return Prices(latest.input_per_mtok, latest.output_per_mtok)
+        return Prices(
+            latest.input_per_mtok,
+            latest.output_per_mtok,
+            latest.cached_input_per_mtok,
+            latest.reasoning_output_per_mtok,
+        )
+
+
+class Message(_Strict):
+    """One chat message; ``content`` may be empty only for an assistant message with tool calls."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    tool_call_id: Annotated[str, Field(min_length=1)] | None = None
+    tool_calls: tuple[dict[str, Any], ...] | None = None
+
+    @model_validator(mode="after")
+    def _has_content(self) -> Message:
+        if not self.content and not self.tool_calls:
+            raise ValueError(f"a {self.role} message needs non-empty content")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool message needs tool_call_id")
+        return self
+
+    def as_json(self) -> dict[str, Any]:
+        document = self.model_dump(exclude_none=True)
+        if "tool_calls" in document:
+            document["tool_calls"] = list(document["tool_calls"])
+        return document
 
 
 class InlinePrompt(_Strict):
+    """A prompt: ``text`` (one user message) or ``messages`` (a conversation, system prompt included)."""
+
     id: Identifier
-    text: Annotated[str, Field(min_length=1)]
+    text: Annotated[str, Field(min_length=1)] | None = None
+    messages: Annotated[tuple[Message, ...], Field(min_length=1)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
+    options: RequestOptions | None = None
+
+    @model_validator(mode="after")
+    def _text_or_messages(self) -> InlinePrompt:
+        if (self.text is None) == (self.messages is None):
+            raise ValueError("give text (one user message) or messages (a list of {role, content}), not both")
+        return self
+
+    def to_prompt(self) -> Prompt:
+        if self.messages is not None:
+            messages = tuple(m.as_json() for m in self.messages)
+        else:
+            messages = ({"role": "user", "content": self.text or ""},)
+        return Prompt(id=self.id, messages=messages, max_tokens=self.max_tokens, options=self.options)
+
+
+class PromptLine(_Strict):
+    """One line of a JSONL prompt file: ``prompt`` (text) or ``messages``; ``id`` defaults to ``line<N>``."""
+
+    id: Identifier | None = None
+    prompt: Annotated[str, Field(min_length=1)] | None = None
+    messages: Annotated[tuple[Message, ...], Field(min_length=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    options: RequestOptions | None = None
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> PromptLine:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give prompt (text) or messages (a list of {role, content}), not both")
+        return self
 
 
 class SyntheticPrompts(_Strict):
@@ -166,12 +313,24 @@ class Prompt(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     id: str
-    messages: tuple[dict[str, str], ...]
+    messages: tuple[dict[str, Any], ...]
     max_tokens: int | None = None
+    options: RequestOptions | None = None
 
     @property
     def text(self) -> str:
-        return "\n".join(m.get("content", "") for m in self.messages)
+        return "\n".join(m.get("content") or "" for m in self.messages)
+
+
+def request_body_fields(endpoint: Endpoint, prompt: Prompt, max_tokens: int) -> dict[str, Any]:
+    """The body fields of one request beyond model, messages and streaming: the token limit under the name
+    the endpoint takes, then the endpoint's options with the prompt's over them."""
+    return {endpoint.max_tokens_param: max_tokens, **endpoint.options.merged(prompt.options).body_fields()}
+
+
+def header_values(endpoint: Endpoint) -> Mapping[str, str]:
+    """The endpoint's extra headers in clear, for the adapter only (never log the result)."""
+    return {name: value.get_secret_value() for name, value in endpoint.extra_headers.items()}
 
 
 def load_workload(path: Path) -> Workload:
@@ -211,9 +370,9 @@ def load_prompts(prompts: Prompts) -> list[Prompt]:
             if isinstance(item, str):
                 result.append(Prompt(id=f"p{index}", messages=({"role": "user", "content": item},)))
             else:
-                messages = ({"role": "user", "content": item.text},)
-                result.append(Prompt(id=item.id, messages=messages, max_tokens=item.max_tokens))
-        return result
+                result.append(item.to_prompt())
+        return _unique_ids(result, "prompts.inline")
+
     if prompts.file is not None:
         return _prompts_from_jsonl(prompts.file)
     assert prompts.synthetic is not None
@@ -221,6 +380,7 @@ def load_prompts(prompts: Prompts) -> list[Prompt]:
 
 
 def _prompts_from_jsonl(path: Path) -> list[Prompt]:
+    """Every line validated before any request is sent; the first bad line is named with its field."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
@@ -229,29 +389,41 @@ def _prompts_from_jsonl(path: Path) -> list[Prompt]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        where = f"prompts.file {path} line {number}"
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError:
-            raise WorkloadError(f"prompts.file {path} line {number}: not JSON; write one object per line") from None
+            raise WorkloadError(f"{where}: not JSON; write one object per line") from None
         if not isinstance(row, dict):
-            raise WorkloadError(f"prompts.file {path} line {number}: expected an object with 'prompt' or 'messages'")
-        if isinstance(row.get("messages"), list):
-            messages = tuple({"role": str(m["role"]), "content": str(m["content"])} for m in row["messages"])
-        elif isinstance(row.get("prompt"), str):
-            messages = ({"role": "user", "content": row["prompt"]},)
+            raise WorkloadError(f"{where}: expected an object with 'prompt' or 'messages'")
+        try:
+            parsed = PromptLine.model_validate(row)
+        except ValidationError as exc:
+            raise WorkloadError(describe_validation_error(exc, where)) from None
+        if parsed.messages is not None:
+            messages = tuple(m.as_json() for m in parsed.messages)
         else:
-            raise WorkloadError(f"prompts.file {path} line {number}: needs 'prompt' (text) or 'messages' (list)")
-        max_tokens = row.get("max_tokens")
+            messages = ({"role": "user", "content": parsed.prompt or ""},)
         result.append(
             Prompt(
-                id=str(row.get("id", f"line{number}")),
+                id=parsed.id or f"line{number}",
                 messages=messages,
-                max_tokens=max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None,
+                max_tokens=parsed.max_tokens,
+                options=parsed.options,
             )
         )
     if not result:
         raise WorkloadError(f"prompts.file {path} has no prompts; add one JSON object per line")
-    return result
+    return _unique_ids(result, f"prompts.file {path}")
+
+
+def _unique_ids(prompts: list[Prompt], source: str) -> list[Prompt]:
+    seen: set[str] = set()
+    for prompt in prompts:
+        if prompt.id in seen:
+            raise WorkloadError(f"{source}: prompt id {prompt.id!r} is used twice; give every prompt its own id")
+        seen.add(prompt.id)
+    return prompts
 
 
 _WORDS = [

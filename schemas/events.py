@@ -52,23 +52,54 @@ class RequestTiming(_Event):
     error_kind: ErrorKind | None = None
     error_detail: Annotated[str, Field(max_length=500)] | None = None
     http_status: Annotated[int, Field(ge=100, le=599)] | None = None
-    ttft_ms: DurationMs | None = Field(None, description="request sent to first content token")
+    ttft_ms: DurationMs | None = Field(
+        None, description="request sent to the first output token of any kind: reasoning, content or tool call"
+    )
+    ttfa_ms: DurationMs | None = Field(
+        None, description="request sent to the first answer token: content or a tool call (added in 2026)"
+    )
+    reasoning_ms: DurationMs | None = Field(
+        None, description="first reasoning token to first answer token; null without a reasoning phase"
+    )
     e2e_ms: DurationMs
-    tpot_ms: DurationMs | None = Field(None, description="(e2e - ttft) / (completion_tokens - 1)")
+    tpot_ms: DurationMs | None = Field(
+        None, description="(e2e - ttft) / (completion_tokens - 1), over all output tokens, reasoning included"
+    )
     itl_p50_ms: DurationMs | None = None
     itl_p95_ms: DurationMs | None = None
     itl_max_ms: DurationMs | None = None
     decode_tps: NonNegative | None = None
     prompt_tokens: TokenCount = 0
-    completion_tokens: TokenCount = 0
+    cached_prompt_tokens: TokenCount = Field(0, description="prompt tokens the provider served from its cache")
+    completion_tokens: TokenCount = Field(0, description="all output tokens, reasoning included")
+    reasoning_tokens: TokenCount = Field(0, description="output tokens spent reasoning (part of completion_tokens)")
+    tool_calls: TokenCount = Field(0, description="tool calls in the answer")
     token_count_source: Literal["usage", "estimated"] = "estimated"
     price_in_per_mtok: NonNegative = 0.0
+    price_cached_in_per_mtok: NonNegative | None = Field(None, description="null: cached input at the input price")
     price_out_per_mtok: NonNegative = 0.0
-    cost_usd: NonNegative = 0.0
+    price_reasoning_out_per_mtok: NonNegative | None = Field(
+        None, description="null: reasoning output at the output price"
+    )
+    cost_usd: NonNegative = Field(0.0, description="what the provider bills; 0 without usage and without output")
     schedule_lag_ms: Annotated[float, Field(allow_inf_nan=False)] | None = Field(
         None, description="open-loop schedules: actual minus planned send time"
     )
     tags: dict[str, str] = Field(default_factory=dict)
+    server_prefill_ms: DurationMs | None = Field(
+        default=None, description="the server's own prompt processing time, where it reports one (llama.cpp timings)"
+    )
+    server_decode_ms: DurationMs | None = Field(
+        default=None, description="the server's own generation time of the output"
+    )
+    server_cached_tokens: TokenCount | None = Field(
+        default=None, description="prompt tokens the server reports reusing from its prompt cache"
+    )
+    stale_connection_retry: bool = Field(
+        default=False,
+        description="the request was sent again on a fresh connection after a reused keep-alive connection turned "
+        "out closed before any response byte; its timings are those of the second send",
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -83,6 +114,15 @@ class RequestTiming(_Event):
             raise ValueError("status 'error' needs an error_kind")
         if self.ttft_ms is not None and self.ttft_ms > self.e2e_ms:
             raise ValueError(f"ttft_ms ({self.ttft_ms}) must not exceed e2e_ms ({self.e2e_ms})")
+        if self.ttfa_ms is not None:
+            if self.ttfa_ms > self.e2e_ms:
+                raise ValueError(f"ttfa_ms ({self.ttfa_ms}) must not exceed e2e_ms ({self.e2e_ms})")
+            if self.ttft_ms is None or self.ttfa_ms < self.ttft_ms:
+                raise ValueError(f"ttfa_ms ({self.ttfa_ms}) needs a ttft_ms at or before it, got {self.ttft_ms}")
+        if self.cached_prompt_tokens > self.prompt_tokens:
+            raise ValueError("cached_prompt_tokens must not exceed prompt_tokens")
+        if self.reasoning_tokens > self.completion_tokens:
+            raise ValueError("reasoning_tokens must not exceed completion_tokens (they are part of them)")
         return self
 
     def kafka_key(self) -> bytes:
@@ -131,16 +171,32 @@ class WindowStats(_Event):
     count: TokenCount
     error_count: TokenCount
     error_rate: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-    ttft_ms: Quantiles | None = None
-    e2e_ms: Quantiles | None = None
-    tpot_ms: Quantiles | None = None
-    decode_tps_p50: NonNegative | None = None
+    ttft_ms: Quantiles | None = Field(default=None, description="over successful requests only")
+    ttfa_ms: Quantiles | None = Field(default=None, description="over successful requests only")
+    e2e_ms: Quantiles | None = Field(default=None, description="over successful requests only")
+    tpot_ms: Quantiles | None = Field(default=None, description="over successful requests only")
+    decode_tps_p50: NonNegative | None = Field(default=None, description="over successful requests only")
     prompt_tokens: TokenCount = 0
+    cached_prompt_tokens: TokenCount = 0
     completion_tokens: TokenCount = 0
+    reasoning_tokens: TokenCount = 0
+    cache_hit_ratio: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+        default=None, description="cached_prompt_tokens / prompt_tokens; null without prompt tokens"
+    )
+    reasoning_share: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = Field(
+        default=None, description="reasoning_tokens / completion_tokens; null without completion tokens"
+    )
     cost_usd: NonNegative = 0.0
     cost_per_1k_tokens: NonNegative | None = None
     projected_30d_cost_usd: NonNegative = 0.0
     late_events: TokenCount = 0
+    server_prefill_ms_p95: NonNegative | None = Field(
+        default=None, description="p95 of the server's own prefill time, over requests whose server reported it"
+    )
+    server_decode_ms_p95: NonNegative | None = Field(default=None, description="p95 of the server's own decode time")
+    server_cached_tokens_p95: NonNegative | None = Field(
+        default=None, description="p95 of the prompt tokens the server reused from its cache"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> WindowStats:

@@ -141,9 +141,16 @@ def register(app: typer.Typer) -> None:
         workload: Annotated[str | None, typer.Option(help="only this workload (and compare providers on it)")] = None,
         output: Annotated[OutputFormat, typer.Option("--format", help="table, csv or json")] = OutputFormat.table,
         plot: Annotated[Path | None, typer.Option(help="also write a PNG chart here")] = None,
+        requests_per_day: Annotated[
+            float | None, typer.Option(help="production volume: also project the monthly cost at N requests a day")
+        ] = None,
+        tokens_per_day: Annotated[
+            float | None, typer.Option(help="production volume: also project the monthly cost at N tokens a day")
+        ] = None,
         config: ConfigOpt = None,
     ) -> None:
-        """p50/p95 TTFT, e2e and TPOT per provider/model per day, error rate, tokens/s and cost."""
+        """p50/p95 TTFT, TTFA, e2e and TPOT (successful requests) per provider/model per day, error rate,
+        tokens/s, cache hit ratio, reasoning share and cost, and a provider comparison with cost projections."""
         from influxdb_client.client.influxdb_client import InfluxDBClient
 
         from tokenpulse.sinks.trends import plot_report, query_trends, report_csv, report_json
@@ -152,7 +159,14 @@ def register(app: typer.Typer) -> None:
         token = settings.influx_token.get_secret_value()
         with InfluxDBClient(url=settings.influx_url, token=token, org=settings.influx_org) as client:
             report = query_trends(
-                client, settings.influx_bucket, since=since, provider=provider, model=model, workload=workload
+                client,
+                settings.influx_bucket,
+                since=since,
+                provider=provider,
+                model=model,
+                workload=workload,
+                requests_per_day=requests_per_day,
+                tokens_per_day=tokens_per_day,
             )
         out = Console()
         if output is OutputFormat.csv:
@@ -168,10 +182,13 @@ def register(app: typer.Typer) -> None:
                 "err %",
                 "TTFT p50",
                 "TTFT p95",
+                "TTFA p95",
                 "e2e p50",
                 "e2e p95",
                 "TPOT p95",
                 "tok/s",
+                "cache %",
+                "reason %",
                 "$/1k tok",
             ):
                 daily.add_column(col, justify="right" if col not in ("day", "provider/model") else "left")
@@ -183,43 +200,64 @@ def register(app: typer.Typer) -> None:
                     format_number(r.error_rate * 100, 1),
                     format_number(r.ttft_p50_ms, 1),
                     format_number(r.ttft_p95_ms, 1),
+                    format_number(r.ttfa_p95_ms, 1),
                     format_number(r.e2e_p50_ms, 1),
                     format_number(r.e2e_p95_ms, 1),
                     format_number(r.tpot_p95_ms, 2),
                     format_number(r.tokens_per_s, 1),
+                    format_number(None if r.cache_hit_ratio is None else r.cache_hit_ratio * 100, 1),
+                    format_number(None if r.reasoning_share is None else r.reasoning_share * 100, 1),
                     format_number(r.cost_per_1k_tokens, 5),
                 )
             out.print(daily)
             scope = f"workload {workload}" if workload else "all workloads"
             compare = Table(title=f"provider comparison ({scope}, last {since})")
-            for col in (
+            volume = (
+                f"30 days at {requests_per_day:g} req/day"
+                if requests_per_day is not None
+                else f"30 days at {tokens_per_day:g} tok/day"
+                if tokens_per_day is not None
+                else None
+            )
+            columns = [
                 "provider/model",
                 "requests",
                 "err %",
                 "TTFT p50",
                 "TTFT p95",
+                "TTFA p95",
                 "e2e p95",
                 "TPOT p95",
                 "tok/s",
+                "cache %",
                 "$/1k tok",
                 "cost",
-                "30-day projection",
-            ):
+                "observed",
+                "30 days at this rate",
+            ]
+            for col in [*columns, *([volume] if volume else [])]:
                 compare.add_column(col, justify="left" if col == "provider/model" else "right")
             for c in report.comparison:
-                compare.add_row(
+                cells = [
                     f"{c.provider}/{c.model}",
                     str(c.requests),
                     format_number(c.error_rate * 100, 1),
                     format_number(c.ttft_p50_ms, 1),
                     format_number(c.ttft_p95_ms, 1),
+                    format_number(c.ttfa_p95_ms, 1),
                     format_number(c.e2e_p95_ms, 1),
                     format_number(c.tpot_p95_ms, 2),
                     format_number(c.tokens_per_s, 1),
+                    format_number(None if c.cache_hit_ratio is None else c.cache_hit_ratio * 100, 1),
                     format_number(c.cost_per_1k_tokens, 5),
                     f"${c.cost_usd:.2f}",
-                    f"${c.projected_30d_cost_usd:.2f}",
-                )
+                    f"{c.observed_hours:.2f} h",
+                    "-" if c.projected_30d_cost_usd is None else f"${c.projected_30d_cost_usd:,.2f}",
+                ]
+                if volume:
+                    projected = c.projected_30d_cost_at_volume_usd
+                    cells.append("-" if projected is None else f"${projected:,.2f}")
+                compare.add_row(*cells)
             out.print(compare)
         if plot is not None:
             plot_report(report, plot)
@@ -232,7 +270,7 @@ def register(app: typer.Typer) -> None:
         rollup_bucket: Annotated[str | None, typer.Option(help="rollup bucket [default: <bucket>_rollup]")] = None,
         rollup_retention: Annotated[str, typer.Option(help="retention of the hourly rollups")] = "400d",
     ) -> None:
-        """Create the long-retention rollup bucket and the hourly llm_window downsampling task."""
+        """Create the long-retention rollup bucket and the hourly downsampling task (llm_request -> llm_window_1h)."""
         from influxdb_client.client.influxdb_client import InfluxDBClient
 
         from tokenpulse.sinks.influx_admin import init_influx

@@ -1,4 +1,5 @@
-"""``tokenpulse influx init``: bucket retention, the long-retention rollup bucket and the downsampling task.
+"""``tokenpulse influx init``: bucket retention, the long-retention rollup bucket and the downsampling task
+(hourly ``llm_window_1h`` points rolled up from ``llm_request``, so hopping window specs are not counted twice).
 
 Idempotent: existing buckets get their retention updated, an existing task of the same name gets its Flux
 replaced, so running it again (or from ``stack up``) is safe.

@@ -88,13 +88,21 @@ def request_line_generic(event: RequestTiming) -> str:
     }
     fields: dict[str, FieldValue] = {
         "ttft_ms": _f(event.ttft_ms),
+        "ttfa_ms": _f(event.ttfa_ms),
+        "reasoning_ms": _f(event.reasoning_ms),
         "e2e_ms": float(event.e2e_ms),
         "tpot_ms": _f(event.tpot_ms),
         "itl_p95_ms": _f(event.itl_p95_ms),
         "decode_tps": _f(event.decode_tps),
         "prompt_tokens": int(event.prompt_tokens),
+        "cached_prompt_tokens": int(event.cached_prompt_tokens),
         "completion_tokens": int(event.completion_tokens),
+        "reasoning_tokens": int(event.reasoning_tokens),
+        "tool_calls": int(event.tool_calls),
         "cost_usd": float(event.cost_usd),
+        "server_prefill_ms": _f(event.server_prefill_ms),
+        "server_decode_ms": _f(event.server_decode_ms),
+        "server_cached_tokens": None if event.server_cached_tokens is None else int(event.server_cached_tokens),
         "event_id": str(event.event_id),
     }
     return build_line(MEASUREMENT_REQUEST, tags, fields, event.started_at)
@@ -134,6 +142,10 @@ def request_line(event: RequestTiming) -> str:
     """
     ttft, tpot, itl, tps = event.ttft_ms, event.tpot_ms, event.itl_p95_ms, event.decode_tps
     fields = f"e2e_ms={float(event.e2e_ms)!r}"
+    if event.reasoning_ms is not None:
+        fields = f"reasoning_ms={float(event.reasoning_ms)!r},{fields}"
+    if event.ttfa_ms is not None:
+        fields = f"ttfa_ms={float(event.ttfa_ms)!r},{fields}"
     if ttft is not None:
         fields = f"ttft_ms={float(ttft)!r},{fields}"
     if tpot is not None:
@@ -142,10 +154,19 @@ def request_line(event: RequestTiming) -> str:
         fields += f",itl_p95_ms={float(itl)!r}"
     if tps is not None:
         fields += f",decode_tps={float(tps)!r}"
+    server = ""  # the server's own timings, where it reports them (llama.cpp)
+    if event.server_prefill_ms is not None:
+        server += f",server_prefill_ms={float(event.server_prefill_ms)!r}"
+    if event.server_decode_ms is not None:
+        server += f",server_decode_ms={float(event.server_decode_ms)!r}"
+    if event.server_cached_tokens is not None:
+        server += f",server_cached_tokens={int(event.server_cached_tokens)}i"
     # A UUID's text is hex digits and dashes only: nothing to escape inside the quotes.
     return (
         f"{_request_head(event)} {fields},prompt_tokens={int(event.prompt_tokens)}i,"
-        f"completion_tokens={int(event.completion_tokens)}i,cost_usd={float(event.cost_usd)!r},"
+        f"cached_prompt_tokens={int(event.cached_prompt_tokens)}i,"
+        f"completion_tokens={int(event.completion_tokens)}i,reasoning_tokens={int(event.reasoning_tokens)}i,"
+        f"tool_calls={int(event.tool_calls)}i,cost_usd={float(event.cost_usd)!r}{server},"
         f'event_id="{event.event_id}" {event.started_at}'
     )
 
@@ -159,19 +180,31 @@ def window_line(stats: WindowStats) -> str:
         "region": stats.region,
         "window": stats.window,
     }
-    ttft, e2e, tpot = stats.ttft_ms, stats.e2e_ms, stats.tpot_ms
+    ttft, ttfa, e2e, tpot = stats.ttft_ms, stats.ttfa_ms, stats.e2e_ms, stats.tpot_ms
     fields: dict[str, FieldValue] = {
         "count": int(stats.count),
         "error_rate": float(stats.error_rate),
         "ttft_p50_ms": None if ttft is None else float(ttft.p50),
         "ttft_p95_ms": None if ttft is None else float(ttft.p95),
         "ttft_p99_ms": None if ttft is None else float(ttft.p99),
+        "ttfa_p50_ms": None if ttfa is None else float(ttfa.p50),
+        "ttfa_p95_ms": None if ttfa is None else float(ttfa.p95),
+        "ttfa_p99_ms": None if ttfa is None else float(ttfa.p99),
         "e2e_p95_ms": None if e2e is None else float(e2e.p95),
         "tpot_p95_ms": None if tpot is None else float(tpot.p95),
         "decode_tps_p50": _f(stats.decode_tps_p50),
+        "prompt_tokens": int(stats.prompt_tokens),
+        "cached_prompt_tokens": int(stats.cached_prompt_tokens),
+        "completion_tokens": int(stats.completion_tokens),
+        "reasoning_tokens": int(stats.reasoning_tokens),
+        "cache_hit_ratio": _f(stats.cache_hit_ratio),
+        "reasoning_share": _f(stats.reasoning_share),
         "cost_usd": float(stats.cost_usd),
         "cost_per_1k_tokens": _f(stats.cost_per_1k_tokens),
         "projected_30d_cost_usd": float(stats.projected_30d_cost_usd),
+        "server_prefill_p95_ms": _f(stats.server_prefill_ms_p95),
+        "server_decode_p95_ms": _f(stats.server_decode_ms_p95),
+        "server_cached_tokens_p95": _f(stats.server_cached_tokens_p95),
     }
     return build_line(MEASUREMENT_WINDOW, tags, fields, stats.window_end)
 

@@ -38,6 +38,10 @@ Metric = Literal[
     "ttft_p95_ms",
     "ttft_p99_ms",
     "ttft_max_ms",
+    "ttfa_p50_ms",
+    "ttfa_p95_ms",
+    "ttfa_p99_ms",
+    "ttfa_max_ms",
     "e2e_p50_ms",
     "e2e_p95_ms",
     "e2e_p99_ms",
@@ -50,8 +54,10 @@ Metric = Literal[
     "decode_tps_p50",
     "cost_per_1k_tokens",
     "projected_30d_cost_usd",
+    "cache_hit_ratio",
+    "reasoning_share",
 ]
-_LOWER_IS_WORSE = frozenset({"decode_tps_p50"})
+_LOWER_IS_WORSE = frozenset({"decode_tps_p50", "cache_hit_ratio"})
 
 
 class RulesError(TokenpulseError):
@@ -61,7 +67,7 @@ class RulesError(TokenpulseError):
 def metric_value(stats: WindowStats, metric: str) -> float | None:
     """The value of ``metric`` in one window, or ``None`` when the window has no such data."""
     family, _, rest = metric.partition("_")
-    if family in ("ttft", "e2e", "tpot") and rest.endswith("_ms"):
+    if family in ("ttft", "ttfa", "e2e", "tpot") and rest.endswith("_ms"):
         quantiles = getattr(stats, f"{family}_ms")
         return None if quantiles is None else float(getattr(quantiles, rest.removesuffix("_ms")))
     value = getattr(stats, metric)

@@ -1,7 +1,13 @@
 """``tokenpulse trends``: per-day latency, error, throughput and cost trends, and a provider comparison.
 
 Percentiles are Flux ``quantile(method: "exact_selector")`` over the raw ``llm_request`` values of each day
-(the smallest value with at least q of the points at or below it, numpy's ``inverted_cdf``).
+(the smallest value with at least q of the points at or below it, numpy's ``inverted_cdf``), of successful
+requests only; errors are counted and rated on their own.
+
+The 30-day projection is the cost per hour of the observed period (first to last request of the provider in
+the range) times 720, so a 150-second run is projected from 150 seconds, not from "one day with data". When
+a production volume is given (requests or tokens per day), the monthly cost at that volume is projected
+too, from the observed cost per request or per token, side by side for every provider.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import csv
 import io
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -20,7 +26,8 @@ from tokenpulse.durations import parse_duration_ns
 from tokenpulse.errors import TokenpulseError
 from tokenpulse.sinks.flux import render
 
-_FIELD_NAMES = {"ttft_ms": "ttft", "e2e_ms": "e2e", "tpot_ms": "tpot", "decode_tps": "decode_tps"}
+_FIELD_NAMES = {"ttft_ms": "ttft", "ttfa_ms": "ttfa", "e2e_ms": "e2e", "tpot_ms": "tpot", "decode_tps": "decode_tps"}
+HOURS_PER_30_DAYS = 720
 
 
 class TrendsError(TokenpulseError):
@@ -39,6 +46,8 @@ class TrendRow:
     error_rate: float = 0.0
     ttft_p50_ms: float | None = None
     ttft_p95_ms: float | None = None
+    ttfa_p50_ms: float | None = None
+    ttfa_p95_ms: float | None = None
     e2e_p50_ms: float | None = None
     e2e_p95_ms: float | None = None
     tpot_p50_ms: float | None = None
@@ -47,6 +56,12 @@ class TrendRow:
     cost_usd: float = 0.0
     tokens: int = 0
     cost_per_1k_tokens: float | None = None
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_hit_ratio: float | None = None
+    reasoning_share: float | None = None
 
 
 @dataclass
@@ -59,13 +74,23 @@ class ComparisonRow:
     error_rate: float = 0.0
     ttft_p50_ms: float | None = None
     ttft_p95_ms: float | None = None
+    ttfa_p50_ms: float | None = None
+    ttfa_p95_ms: float | None = None
     e2e_p50_ms: float | None = None
     e2e_p95_ms: float | None = None
     tpot_p95_ms: float | None = None
     tokens_per_s: float | None = None
     cost_usd: float = 0.0
     cost_per_1k_tokens: float | None = None
-    projected_30d_cost_usd: float = 0.0
+    observed_hours: float = 0.0
+    """First to last request of this provider/model in the period."""
+    projected_30d_cost_usd: float | None = None
+    """Cost per observed hour x 720; null when fewer than two requests span no time."""
+    cache_hit_ratio: float | None = None
+    reasoning_share: float | None = None
+    cost_per_request_usd: float | None = None
+    projected_30d_cost_at_volume_usd: float | None = None
+    """At the production volume given to ``query_trends`` (requests or tokens per day), else null."""
 
 
 @dataclass
@@ -85,8 +110,15 @@ def query_trends(
     model: str | None = None,
     workload: str | None = None,
     now_ns: int | None = None,
+    requests_per_day: float | None = None,
+    tokens_per_day: float | None = None,
 ) -> TrendReport:
-    """Run the trend queries with an ``influxdb_client.InfluxDBClient`` and assemble the report."""
+    """Run the trend queries with an ``influxdb_client.InfluxDBClient`` and assemble the report.
+
+    ``requests_per_day`` or ``tokens_per_day`` (production volume) adds the monthly cost at that volume.
+    """
+    if requests_per_day is not None and tokens_per_day is not None:
+        raise TrendsError("give --requests-per-day or --tokens-per-day, not both")
     try:
         span_ns = parse_duration_ns(since)
     except ValueError as exc:
@@ -131,31 +163,67 @@ def query_trends(
             elif record.get_field() == "cost_usd":
                 target.cost_usd += float(record.get_value())
             else:
-                target.tokens += int(record.get_value())
+                name = record.get_field()
+                setattr(target, name, getattr(target, name) + int(record.get_value()))
     for r in rows.values():
+        r.tokens = r.prompt_tokens + r.completion_tokens
         r.error_rate = r.errors / r.requests if r.requests else 0.0
         r.cost_per_1k_tokens = r.cost_usd / r.tokens * 1000 if r.tokens else None
+        r.cache_hit_ratio = r.cached_prompt_tokens / r.prompt_tokens if r.prompt_tokens else None
+        r.reasoning_share = r.reasoning_tokens / r.completion_tokens if r.completion_tokens else None
     ordered = sorted(rows.values(), key=lambda r: (r.day, r.provider, r.model))
-    return TrendReport(since, workload, ordered, _comparison(api, variables, ordered))
+    comparison = _comparison(api, variables, ordered)
+    _project(api, variables, comparison, requests_per_day, tokens_per_day)
+    return TrendReport(since, workload, ordered, comparison)
+
+
+def _project(
+    api: Any,
+    variables: dict[str, Any],
+    comparison: list[ComparisonRow],
+    requests_per_day: float | None,
+    tokens_per_day: float | None,
+) -> None:
+    """30-day cost from the observed period's length, and at a production volume when one is given."""
+    spans: dict[tuple[str, str], dict[str, datetime]] = defaultdict(dict)
+    for table in api.query(render("observed_period", variables)):
+        for record in table.records:
+            spans[(record.values["provider"], record.values["model"])][record.values["result"]] = record.get_time()
+    for c in comparison:
+        span = spans.get((c.provider, c.model), {})
+        if "first" in span and "last" in span:
+            c.observed_hours = (span["last"] - span["first"]).total_seconds() / 3600
+        if c.observed_hours > 0:
+            c.projected_30d_cost_usd = c.cost_usd / c.observed_hours * HOURS_PER_30_DAYS
+        if requests_per_day is not None and c.cost_per_request_usd is not None:
+            c.projected_30d_cost_at_volume_usd = c.cost_per_request_usd * requests_per_day * 30
+        if tokens_per_day is not None and c.cost_per_1k_tokens is not None:
+            c.projected_30d_cost_at_volume_usd = c.cost_per_1k_tokens * tokens_per_day / 1000 * 30
 
 
 def _comparison(api: Any, variables: dict[str, Any], rows: list[TrendRow]) -> list[ComparisonRow]:
     by_key: dict[tuple[str, str], ComparisonRow] = {}
-    days: dict[tuple[str, str], int] = defaultdict(int)
-    tokens: dict[tuple[str, str], int] = defaultdict(int)
-    errors: dict[tuple[str, str], int] = defaultdict(int)
+    sums: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for r in rows:
         key = (r.provider, r.model)
         c = by_key.setdefault(key, ComparisonRow(*key))
         c.requests += r.requests
         c.cost_usd += r.cost_usd
-        errors[key] += r.errors
-        tokens[key] += r.tokens
-        days[key] += 1
+        sums[key].update(
+            errors=r.errors,
+            tokens=r.tokens,
+            prompt=r.prompt_tokens,
+            cached=r.cached_prompt_tokens,
+            completion=r.completion_tokens,
+            reasoning=r.reasoning_tokens,
+        )
     for key, c in by_key.items():
-        c.error_rate = errors[key] / c.requests if c.requests else 0.0
-        c.cost_per_1k_tokens = c.cost_usd / tokens[key] * 1000 if tokens[key] else None
-        c.projected_30d_cost_usd = c.cost_usd / days[key] * 30 if days[key] else 0.0
+        total = sums[key]
+        c.error_rate = total["errors"] / c.requests if c.requests else 0.0
+        c.cost_per_1k_tokens = c.cost_usd / total["tokens"] * 1000 if total["tokens"] else None
+        c.cost_per_request_usd = c.cost_usd / c.requests if c.requests else None
+        c.cache_hit_ratio = total["cached"] / total["prompt"] if total["prompt"] else None
+        c.reasoning_share = total["reasoning"] / total["completion"] if total["completion"] else None
     for q, label in ((0.5, "p50"), (0.95, "p95")):
         for table in api.query(render("comparison", {**variables, "q": q})):
             for record in table.records:

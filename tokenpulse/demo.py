@@ -123,6 +123,45 @@ def demo_workload(sim: Any, rate_per_s: float, duration_s: float) -> Any:
     )
 
 
+LOCAL_ENGINE_PROVIDER = "REAL-local-llama.cpp"
+"""How the real local model is labelled next to the ``simulated-*`` providers."""
+
+
+def local_engine_workload(base_url: str, model: str, duration_s: float) -> Any:
+    """A REAL local model as a third provider: llama.cpp's llama-server (Gemma 3 270M on this CPU).
+
+    Its own workload, closed loop at concurrency 1: a CPU engine has no headroom for the simulated
+    providers' open-loop rate, and a queue growing for the whole demo would say nothing about the engine.
+    """
+    from tokenpulse.producers.workload import parse_workload
+
+    return parse_workload(
+        {
+            "name": "demo-chat",
+            "probe_id": "demo-local-engine",
+            "endpoints": [
+                {
+                    "name": "local-llm",
+                    "kind": "openai",
+                    "provider": LOCAL_ENGINE_PROVIDER,
+                    "model": model,
+                    "base_url": base_url,
+                    "region": "local",
+                    "prices": [{"effective_from": "2026-01-01", "input_per_mtok": 0.0, "output_per_mtok": 0.0}],
+                }
+            ],
+            "prompts": {"synthetic": {"count": 16, "input_tokens": 120, "output_tokens": 48, "seed": 7}},
+            "max_tokens": 48,
+            "schedule": {"kind": "closed", "concurrency": 1},
+            "duration_s": duration_s,
+            "warmup_requests": 1,
+            "timeouts": {"connect_s": 5, "first_token_s": 20, "total_s": 60},
+            "tags": {"env": "demo", "engine": "real"},
+        },
+        source="demo local engine workload",
+    )
+
+
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
@@ -130,15 +169,20 @@ def register(app: typer.Typer) -> None:
         duration: float = typer.Option(150.0, help="seconds of probing (the regression is in the middle)"),
         rate: float = typer.Option(4.0, help="requests per second per endpoint (open loop)"),
         out_dir: Path = typer.Option(Path("demo-out"), help="where the trend chart and alerts are written"),
+        with_llm: bool = typer.Option(
+            False, "--with-llm", help="add a REAL local model (llama.cpp llama-server, Gemma 3 270M) as 3rd provider"
+        ),
     ) -> None:
         """Run the whole pipeline here, with a scripted provider regression, in a few minutes."""
         console = Console()
         if not console.is_terminal:
             console = Console(width=140)
-        run_demo(home, duration, rate, out_dir, console)
+        run_demo(home, duration, rate, out_dir, console, with_llm=with_llm)
 
 
-def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, console: Console) -> None:
+def run_demo(
+    home: Path | None, duration_s: float, rate: float, out_dir: Path, console: Console, *, with_llm: bool = False
+) -> None:
     from influxdb_client.client.influxdb_client import InfluxDBClient
 
     from tokenpulse.config import default_cache, default_home, load_settings
@@ -160,7 +204,10 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
         console.print(f"[bold cyan][{time.monotonic() - t0:6.1f}s][/bold cyan] {message}")
 
     step("starting the local stack (Kafka KRaft + influxd; built and cached on first run)")
-    NativeStack(home or default_home(), default_cache(), say=lambda m: console.print(f"         [dim]{m}[/dim]")).up()
+    services = ("kafka", "influx", "llm") if with_llm else ("kafka", "influx")
+    stack_status = NativeStack(
+        home or default_home(), default_cache(), say=lambda m: console.print(f"         [dim]{m}[/dim]")
+    ).up(services)
     base = load_settings(home=home or default_home())
     run_id = time.strftime("%Y%m%d-%H%M%S")
     token = base.influx_token.get_secret_value()
@@ -220,10 +267,21 @@ def run_demo(home: Path | None, duration_s: float, rate: float, out_dir: Path, c
     sinks = SinkRunner(settings, parse_rules(demo_rules(DEMO_WINDOW)), [WebhookNotifier(webhook_url)])
     sinks.start()
     step(f"InfluxDB sinks + alert engine running; alerts go to the webhook {webhook_url}")
+    local: threading.Thread | None = None
     try:
+        if with_llm:
+            engine = stack_status.connection["llm"]
+            local_workload = local_engine_workload(engine["base_url"], engine["model"], duration_s)
+            local = threading.Thread(
+                target=run_workload, args=(local_workload, settings), kwargs={"environ": {}}, name="demo-local-llm"
+            )
+            local.start()
+            step(f"probing a REAL local model ({engine['model']} on llama-server {engine['base_url']}), concurrency 1")
         workload = demo_workload(sim, rate, duration_s)
         step(f"probing 2 endpoints at {rate:g} req/s each for {duration_s:.0f}s ...")
         summary = run_workload(workload, settings, environ={})
+        if local is not None:
+            local.join()
         sent = sum(e.requests for e in summary.endpoints.values())
         step(f"probe done: {sent} requests measured and published")
         console.print(summary_table(summary, title="probe summary (client-side)"))
@@ -315,7 +373,8 @@ def _print_comparison(console: Console, report: Any) -> None:
         "e2e p95",
         "tok/s",
         "$/1k tok",
-        "30-day projection",
+        "observed",
+        "30 days at this rate",
     ):
         table.add_column(col, justify="left" if col == "provider/model" else "right")
     for c in report.comparison:
@@ -328,7 +387,8 @@ def _print_comparison(console: Console, report: Any) -> None:
             format_number(c.e2e_p95_ms, 0),
             format_number(c.tokens_per_s, 0),
             format_number(c.cost_per_1k_tokens, 5),
-            f"${c.projected_30d_cost_usd:.2f}",
+            f"{c.observed_hours * 3600:.0f} s",
+            "-" if c.projected_30d_cost_usd is None else f"${c.projected_30d_cost_usd:,.2f}",
         )
     console.print(table)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -11,13 +12,14 @@ from cerebras.cloud.sdk import (
     APITimeoutError,
     AsyncCerebras,
 )
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from tokenpulse.producers.adapters.openai import REQUEST_ID_HEADER
 from tokenpulse.producers.adapters.wire import SocketReads, WireStamps, stamping, stamping_transport
+from tokenpulse.producers.chunks import InvalidChunk, parse_chunk_document
 from tokenpulse.producers.errors import ProbeFailure, failure_for_exception, failure_for_status, redact
 from tokenpulse.producers.scheduler import sleep_until
-from tokenpulse.producers.stream import ChatRequest, StreamRecorder, Usage
+from tokenpulse.producers.stream import ChatRequest, StreamRecorder
 
 
 class CerebrasAdapter:
@@ -35,8 +37,10 @@ class CerebrasAdapter:
         *,
         timeout: httpx.Timeout | None = None,
         max_connections: int = 1000,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._api_key = api_key
+        self._header_values = [value for value in (extra_headers or {}).values() if value]
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self.socket_reads = SocketReads()
         self._client = AsyncCerebras(
@@ -45,6 +49,7 @@ class CerebrasAdapter:
             timeout=timeout or httpx.Timeout(connect=10.0, read=120.0, write=10.0, pool=None),
             max_retries=0,  # the scheduler owns retries and Retry-After, and a retry would hide a failure
             warm_tcp_connection=False,
+            default_headers=dict(extra_headers or {}),
             http_client=httpx.AsyncClient(transport=stamping_transport(limits, reads=self.socket_reads)),
         )
 
@@ -63,17 +68,29 @@ class CerebrasAdapter:
                 response: Any = await self._client.chat.completions.create(
                     model=request.model,
                     messages=list(request.messages),  # type: ignore[arg-type]
-                    max_completion_tokens=request.max_tokens,
+                    extra_body=request.body_fields(),  # the token limit under the endpoint's name, and options
                     stream=True,
                     stream_options={"include_usage": True},
                     extra_headers={REQUEST_ID_HEADER: request.request_id},
                 )
                 recorder.http_status = response.response.status_code
                 streaming = True
-                async for chunk in response:
+                async for raw_chunk in response:
                     arrived_ns = wire.read_ns if wire.read_ns is not None else recorder.clock()
-                    recorder.add(_delta(chunk), _usage(chunk), arrived_ns)
-            recorder.finish()
+                    try:
+                        chunk = parse_chunk_document(chunk_document(raw_chunk))
+                    except InvalidChunk as exc:
+                        raise ProbeFailure("invalid_response", str(exc)) from None
+                    recorder.add(
+                        chunk.content,
+                        chunk.usage,
+                        arrived_ns,
+                        reasoning=chunk.reasoning,
+                        tool_call_indexes=chunk.tool_call_indexes,
+                    )
+            # The SDK ends its iteration once it has read the body to its end; the stream ended when those
+            # bytes reached the host, not when Python got round to it.
+            recorder.finish(wire.read_ns)
         except ProbeFailure as exc:
             raise exc.redacted(self._secrets()) from None
         except APIStatusError as exc:
@@ -94,7 +111,9 @@ class CerebrasAdapter:
                 recorder.sent_ns = wire.sent_ns
 
     def _secrets(self) -> list[str]:
-        return [self._api_key.get_secret_value()] if self._api_key is not None else []
+        """The key and the extra header values: redacted from every error detail."""
+        key = [self._api_key.get_secret_value()] if self._api_key is not None else []
+        return key + self._header_values
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets())
@@ -103,22 +122,12 @@ class CerebrasAdapter:
         await self._client.close()
 
 
-def _delta(chunk: Any) -> str:
-    choices = getattr(chunk, "choices", None) or []
-    if not choices:
-        return ""
-    delta = getattr(choices[0], "delta", None)
-    # The SDK parses stream chunks into a union model; depending on which member matched, the delta is a
-    # model or a plain dict.
-    content = delta.get("content") if isinstance(delta, dict) else getattr(delta, "content", None)
-    return content if isinstance(content, str) else ""
+def chunk_document(chunk: Any) -> Any:
+    """The SDK's parsed chunk as the plain mapping it came from (fields of wrong types kept as sent).
 
-
-def _usage(chunk: Any) -> Usage | None:
-    usage = getattr(chunk, "usage", None)
-    if usage is None:
-        return None
-    prompt, completion = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
-    if isinstance(prompt, int) and isinstance(completion, int):
-        return Usage(prompt, completion)
-    return None
+    The SDK builds stream chunks without validation, as a model or (for some union members) a dict; its
+    models keep unknown fields such as ``reasoning_content``.
+    """
+    if isinstance(chunk, BaseModel):
+        return chunk.model_dump(mode="python", exclude_unset=True, warnings=False)
+    return chunk

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,9 +17,19 @@ Z95 = 1.6448536269514722
 class LatencyProfile(BaseModel):
     """How one simulated endpoint behaves.
 
-    TTFT is log-normal with median ``ttft_ms`` and 95th percentile ``ttft_p95_ms`` (equal means constant).
-    Tokens stream at ``tokens_per_s`` with a relative ``jitter`` on every gap. ``output_tokens`` fixes the
-    answer length; by default the request's ``max_tokens`` is honoured.
+    TTFT is log-normal with median ``ttft_ms`` and 95th percentile ``ttft_p95_ms`` (equal means constant),
+    plus ``prefill_ms_per_token`` for every prompt token not served from the prompt cache. Tokens stream at
+    ``tokens_per_s`` with a relative ``jitter`` on every gap. ``output_tokens`` fixes the answer length; by
+    default the request's ``max_completion_tokens`` or ``max_tokens`` is honoured.
+
+    A reasoning model: ``reasoning_tokens`` reasoning tokens come first (in ``delta.reasoning_field``, at
+    ``reasoning_tokens_per_s``, default ``tokens_per_s``), then the answer; they are extra to the answer's
+    length and reported in ``usage.completion_tokens_details.reasoning_tokens``. ``tool_calls`` > 0 makes
+    the answer that many tool calls instead of content (each answer token one argument fragment).
+    ``prompt_cache`` serves the longest prompt prefix (whole messages) seen before from a cache:
+    ``usage.prompt_tokens_details.cached_tokens`` and no prefill time for those tokens. ``usage_details``
+    off leaves both details objects out of usage. ``reject_max_tokens`` answers a request that sets
+    ``max_tokens`` with HTTP 400, as OpenAI's reasoning models do.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -36,6 +46,14 @@ class LatencyProfile(BaseModel):
     cut_rate: Rate = Field(default=0.0, description="share of streams cut mid-way (connection closed)")
     invalid_json_rate: Rate = Field(default=0.0, description="share of streams with a chunk that is not JSON")
     role_chunk: bool = True
+    reasoning_tokens: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"
+    reasoning_tokens_per_s: Positive | None = None
+    tool_calls: Annotated[int, Field(ge=0, le=64)] = 0
+    prompt_cache: bool = False
+    prefill_ms_per_token: NonNegative = 0.0
+    usage_details: bool = True
+    reject_max_tokens: bool = False
 
     @model_validator(mode="after")
     def _p95_not_below_median(self) -> LatencyProfile:
@@ -51,8 +69,9 @@ class LatencyProfile(BaseModel):
         sigma = math.log(self.ttft_p95_ms / self.ttft_ms) / Z95
         return rng.lognormvariate(math.log(self.ttft_ms / 1000.0), sigma)
 
-    def sample_gap_s(self, rng: random.Random) -> float:
-        base = self.tokens_per_chunk / self.tokens_per_s
+    def sample_gap_s(self, rng: random.Random, reasoning: bool = False) -> float:
+        rate = self.reasoning_tokens_per_s if reasoning and self.reasoning_tokens_per_s else self.tokens_per_s
+        base = self.tokens_per_chunk / rate
         if self.jitter == 0:
             return base
         return max(0.0, rng.gauss(base, base * self.jitter))
@@ -110,6 +129,9 @@ class SimulatorConfig(BaseModel):
     endpoints: Annotated[dict[str, LatencyProfile], Field(min_length=1)]
     changes: list[ProfileChange] = Field(default_factory=list)
     seed: int | None = None
+    close_connection_after: Annotated[int, Field(ge=0)] | None = None
+    """Drop every keep-alive connection, without a response, when its request number N+1 arrives: what a
+    server that has closed an idle pooled connection looks like to a client that reuses it."""
 
     @model_validator(mode="after")
     def _changes_name_endpoints(self) -> SimulatorConfig:

@@ -63,20 +63,44 @@ class GroundTruth:
     outcome: str = "ok"  # ok | http_429 | http_5xx | cut | invalid_json
     http_status: int = 200
     first_content_ns: int | None = None
+    """When the first ``delta.content`` chunk was written (answer content only)."""
     content_ns: list[int] = field(default_factory=list)
     end_ns: int | None = None
     completion_tokens: int = 0
+    """Every output token, reasoning included (what ``usage.completion_tokens`` says)."""
     prompt_tokens: int = 0
+    first_token_ns: int | None = None
+    """When the first output chunk of any kind (reasoning, content, tool call) was written."""
+    first_answer_ns: int | None = None
+    """When the first answer chunk (content or a tool-call fragment) was written."""
+    token_ns: list[int] = field(default_factory=list)
+    """When every output chunk was written, reasoning included."""
+    reasoning_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    tool_calls: int = 0
+    request_fields: dict[str, Any] = field(default_factory=dict)
+    """The request body's fields other than model, messages and streaming (sampling, limits, tools...)."""
+    headers: list[str] = field(default_factory=list)
+    """Names (never values) of the request's headers."""
 
     @property
     def ttft_ms(self) -> float | None:
-        if self.first_content_ns is None:
+        """Request arrival to the first output token of any kind."""
+        if self.first_token_ns is None:
             return None
-        return (self.first_content_ns - self.received_ns) / 1e6
+        return (self.first_token_ns - self.received_ns) / 1e6
+
+    @property
+    def ttfa_ms(self) -> float | None:
+        """Request arrival to the first answer token (content or tool call)."""
+        if self.first_answer_ns is None:
+            return None
+        return (self.first_answer_ns - self.received_ns) / 1e6
 
     def as_json(self) -> dict[str, Any]:
         document = asdict(self)
         document["ttft_ms"] = self.ttft_ms
+        document["ttfa_ms"] = self.ttfa_ms
         return document
 
 
@@ -93,6 +117,25 @@ class SimulatorState:
         self.lock = threading.Lock()
         self.arrivals: dict[asyncio.BaseProtocol, int] = {}
         """First-byte time of the request being received on each connection (see ``ArrivalStamps``)."""
+        self.prompt_prefixes: dict[str, set[bytes]] = {}
+        """Per endpoint, the message prefixes seen so far (the simulated prompt cache)."""
+        self.close_connection_after = config.close_connection_after
+        self.dropped_requests = 0
+        """Requests dropped unanswered by ``close_connection_after``."""
+
+    def cached_prompt_tokens(self, endpoint: str, messages: list[Any]) -> int:
+        """Tokens of the longest prefix of ``messages`` (whole messages) an earlier request sent; remembers these."""
+        seen = self.prompt_prefixes.setdefault(endpoint, set())
+        if len(seen) > MAX_GROUND_TRUTH:
+            seen.clear()
+        keys = [orjson.dumps(messages[: i + 1]) for i in range(len(messages))]
+        cached = 0
+        for i in range(len(messages), 0, -1):
+            if keys[i - 1] in seen:
+                cached = _message_tokens(messages[:i])
+                break
+        seen.update(keys)
+        return cached
 
     def elapsed_s(self) -> float:
         return (self.clock() - self.started_ns) / 1e9
@@ -116,14 +159,17 @@ class ArrivalStamps(asyncio.Protocol):
     handler two event-loop turns after the bytes were read, and a busy loop reads them late; both waits
     are the simulator's, not the network's, so they must not count as TTFT. A stamp is taken by the first
     ``data_received`` after the previous request's was claimed (``claim_arrival``, once the whole request
-    body is in), so body bytes never start a new request.
+    body is in), so body bytes never start a new request. With ``state.close_connection_after`` = N, the
+    first bytes of request N+1 on a connection close it instead, unanswered.
     """
 
-    def __init__(self, inner: asyncio.Protocol, arrivals: dict[asyncio.BaseProtocol, int], clock: Callable[[], int]):
+    def __init__(self, inner: asyncio.Protocol, state: SimulatorState):
         self._inner = inner
-        self._arrivals = arrivals
-        self._clock = clock
+        self._state = state
+        self._arrivals = state.arrivals
+        self._clock = state.clock
         self._transport: asyncio.BaseTransport | None = None
+        self._requests = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -131,6 +177,13 @@ class ArrivalStamps(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._inner not in self._arrivals:
+            self._requests += 1
+            limit = self._state.close_connection_after
+            if limit is not None and self._requests > limit and self._transport is not None:
+                with self._state.lock:
+                    self._state.dropped_requests += 1
+                self._transport.close()
+                return
             arrived = accepted_arrival_ns(self._transport) if self._clock is time.monotonic_ns else None
             self._arrivals[self._inner] = arrived if arrived is not None else self._clock()
         self._inner.data_received(data)
@@ -157,7 +210,7 @@ def listen(
     server = runner.server
     if server is None:
         raise RuntimeError("call runner.setup() before listen()")
-    return StampedServer(sock, lambda: ArrivalStamps(server(), state.arrivals, state.clock)).start(loop)
+    return StampedServer(sock, lambda: ArrivalStamps(server(), state)).start(loop)
 
 
 def claim_arrival(state: SimulatorState, request: web.BaseRequest) -> int:
@@ -249,8 +302,17 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
     profile = state.profile(endpoint)
     request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
     truth = GroundTruth(request_id, endpoint, received_ns, prompt_tokens=_prompt_tokens(body))
+    truth.request_fields = {k: v for k, v in body.items() if k not in ("model", "messages", "stream", "stream_options")}
+    truth.headers = sorted(request.headers)
     state.record(truth)
     rng = state.rng
+    if profile.reject_max_tokens and body.get("max_tokens") is not None:
+        truth.outcome, truth.http_status, truth.end_ns = "http_400", 400, state.clock()
+        message = "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens'."
+        error = {"message": message, "type": "invalid_request_error", "param": "max_tokens"}
+        return web.json_response({"error": {**error, "code": "unsupported_parameter"}}, status=400)
+    if profile.prompt_cache and isinstance(body.get("messages"), list):
+        truth.cached_prompt_tokens = min(state.cached_prompt_tokens(endpoint, body["messages"]), truth.prompt_tokens)
 
     roll = rng.random()
     if roll < profile.rate_429:
@@ -264,10 +326,11 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
         truth.outcome, truth.http_status, truth.end_ns = "http_5xx", 500, state.clock()
         return web.json_response({"error": {"message": "simulated server error"}}, status=500)
 
-    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 64
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 64
     total_tokens = profile.output_tokens or int(max_tokens)
-    cut_at = rng.randint(1, max(1, total_tokens - 1)) if rng.random() < profile.cut_rate else None
-    bad_at = rng.randint(1, max(1, total_tokens - 1)) if rng.random() < profile.invalid_json_rate else None
+    every = total_tokens + profile.reasoning_tokens
+    cut_at = rng.randint(1, max(1, every - 1)) if rng.random() < profile.cut_rate else None
+    bad_at = rng.randint(1, max(1, every - 1)) if rng.random() < profile.invalid_json_rate else None
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -276,7 +339,7 @@ async def _chat(state: SimulatorState, request: web.Request, endpoint: str | Non
     chunk_id = f"chatcmpl-sim-{request_id[:12]}"
     created = int(time.time())
 
-    def frame(delta: dict[str, str], finish: str | None = None) -> bytes:
+    def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         event = {
             "id": chunk_id,
@@ -328,42 +391,71 @@ async def _stream_tokens(
     created: int,
     model: str,
 ) -> None:
+    """Reasoning tokens (if any), then the answer: content, or ``profile.tool_calls`` tool calls."""
     rng = state.rng
     if profile.role_chunk:
         await response.write(frame({"role": "assistant", "content": ""}))
-    await _sleep_until(truth.received_ns + int(profile.sample_ttft_s(rng) * 1e9), state.clock)
-    sent_tokens = 0
-    while sent_tokens < total_tokens:
-        if sent_tokens > 0:
-            await asyncio.sleep(profile.sample_gap_s(rng))
-        if cut_at is not None and sent_tokens >= cut_at:
-            truth.end_ns = state.clock()
-            if truth.outcome == "ok":  # the first injected fault is what the client saw
-                truth.outcome = "cut"
-            if request.transport is not None:
-                request.transport.close()
-            return
-        if bad_at is not None and sent_tokens >= bad_at:
-            truth.outcome = "invalid_json"
-            await response.write(b'data: {"choices": [{"delta": {"content": "oops"\n\n')
-            bad_at = None
-        n = min(profile.tokens_per_chunk, total_tokens - sent_tokens)
-        text = "".join(" " + _WORDS[(sent_tokens + i) % len(_WORDS)] for i in range(n))
-        payload = frame({"content": text})
-        now = state.clock()
-        await response.write(payload)
-        truth.content_ns.append(now)
-        if truth.first_content_ns is None:
-            truth.first_content_ns = now
-        sent_tokens += n
-        truth.completion_tokens = sent_tokens
-    await response.write(frame({}, finish="length" if sent_tokens >= max_tokens else "stop"))
+    prefill_s = (truth.prompt_tokens - truth.cached_prompt_tokens) * profile.prefill_ms_per_token / 1000.0
+    await _sleep_until(truth.received_ns + int((profile.sample_ttft_s(rng) + prefill_s) * 1e9), state.clock)
+    plan = [(True, profile.reasoning_tokens), (False, total_tokens)]
+    sent_tokens = 0  # every output token, reasoning included
+    answer_tokens = 0
+    for reasoning, count in plan:
+        sent_here = 0
+        while sent_here < count:
+            if sent_tokens > 0:
+                await asyncio.sleep(profile.sample_gap_s(rng, reasoning))
+            if cut_at is not None and sent_tokens >= cut_at:
+                truth.end_ns = state.clock()
+                if truth.outcome == "ok":  # the first injected fault is what the client saw
+                    truth.outcome = "cut"
+                if request.transport is not None:
+                    request.transport.close()
+                return
+            if bad_at is not None and sent_tokens >= bad_at:
+                truth.outcome = "invalid_json"
+                await response.write(b'data: {"choices": [{"delta": {"content": "oops"\n\n')
+                bad_at = None
+            n = min(profile.tokens_per_chunk, count - sent_here)
+            words = [_WORDS[(sent_tokens + i) % len(_WORDS)] for i in range(n)]
+            if reasoning:
+                delta: dict[str, Any] = {profile.reasoning_field: "".join(" " + w for w in words)}
+            elif profile.tool_calls:
+                delta = {"tool_calls": _tool_fragments(answer_tokens, n, total_tokens, profile.tool_calls, words)}
+            else:
+                delta = {"content": "".join(" " + w for w in words)}
+            payload = frame(delta)
+            now = state.clock()
+            await response.write(payload)
+            truth.token_ns.append(now)
+            if truth.first_token_ns is None:
+                truth.first_token_ns = now
+            if not reasoning:
+                if truth.first_answer_ns is None:
+                    truth.first_answer_ns = now
+                if not profile.tool_calls:
+                    truth.content_ns.append(now)
+                    if truth.first_content_ns is None:
+                        truth.first_content_ns = now
+                answer_tokens += n
+            else:
+                truth.reasoning_tokens += n
+            sent_here += n
+            sent_tokens += n
+            truth.completion_tokens = sent_tokens
+    if profile.tool_calls:
+        truth.tool_calls = min(profile.tool_calls, total_tokens)
+    finish = "tool_calls" if profile.tool_calls else ("length" if answer_tokens >= max_tokens else "stop")
+    await response.write(frame({}, finish=finish))
     if include_usage:
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": truth.prompt_tokens,
             "completion_tokens": sent_tokens,
             "total_tokens": truth.prompt_tokens + sent_tokens,
         }
+        if profile.usage_details:
+            usage["prompt_tokens_details"] = {"cached_tokens": truth.cached_prompt_tokens}
+            usage["completion_tokens_details"] = {"reasoning_tokens": truth.reasoning_tokens}
         event = {
             "id": chunk_id,
             "object": "chat.completion.chunk",
@@ -378,6 +470,25 @@ async def _stream_tokens(
     await response.write_eof()
 
 
+def _tool_fragments(first: int, n: int, total: int, calls: int, words: list[str]) -> list[dict[str, Any]]:
+    """Fragments of answer tokens ``first .. first+n-1``; token ``k`` belongs to call ``k * calls // total``.
+
+    A call's first fragment carries its id and function name, every fragment one argument token.
+    """
+    calls = min(calls, total)
+    fragments: list[dict[str, Any]] = []
+    for offset, word in enumerate(words):
+        token = first + offset
+        index = token * calls // total
+        function: dict[str, str] = {"arguments": word}
+        fragment: dict[str, Any] = {"index": index, "function": function}
+        if token == 0 or (token - 1) * calls // total != index:
+            fragment.update(id=f"call_{index}", type="function")
+            function["name"] = f"tool_{index}"
+        fragments.append(fragment)
+    return fragments
+
+
 async def _sleep_until(deadline_ns: int, clock: Callable[[], int]) -> None:
     remaining = (deadline_ns - clock()) / 1e9
     if remaining > 0:
@@ -388,6 +499,11 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     messages = body.get("messages")
     if not isinstance(messages, list):
         return 0
+    return _message_tokens(messages)
+
+
+def _message_tokens(messages: list[Any]) -> int:
+    """The simulator's token count of messages: one per whitespace-separated word of their content."""
     return sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
 
 

@@ -1,4 +1,5 @@
-// Per day and provider/model: requests by status, and the sums of cost_usd and tokens.
+// Per day and provider/model: requests by status, and the sums of cost_usd and tokens (prompt, cached prompt,
+// completion, reasoning).
 // Variables prepended by sinks/flux.py: bucket, start, stop, provider, model, workload ("" = any).
 base = from(bucket: bucket)
     |> range(start: start, stop: stop)
@@ -16,7 +17,8 @@ base
     |> yield(name: "requests")
 
 base
-    |> filter(fn: (r) => r._field == "cost_usd" or r._field == "prompt_tokens" or r._field == "completion_tokens")
+    |> filter(fn: (r) => r._field == "cost_usd" or r._field == "prompt_tokens" or r._field == "completion_tokens"
+        or r._field == "cached_prompt_tokens" or r._field == "reasoning_tokens")
     |> toFloat()
     |> group(columns: ["provider", "model", "_field"])
     |> aggregateWindow(every: 1d, fn: sum, createEmpty: false, timeSrc: "_start")

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenpulse.producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
+from tokenpulse.producers.chunks import ParsedChunk
 from tokenpulse.producers.errors import ProbeFailure
 from tokenpulse.producers.probe import run_async
 from tokenpulse.producers.scheduler import sleep_until
@@ -188,6 +189,11 @@ def test_malformed_chunk_shapes_are_invalid_response(payload: str) -> None:
 
 
 def test_chunk_without_delta_content_or_with_null_delta_is_empty() -> None:
-    assert parse_chunk_payload('{"choices":[{"delta":null,"finish_reason":"stop"}]}') == ("", None)
-    assert parse_chunk_payload('{"choices":[{"delta":{"content":null}}]}') == ("", None)
-    assert parse_chunk_payload('{"choices":["x"]}') == ("", None)
+    assert parse_chunk_payload('{"choices":[{"delta":null,"finish_reason":"stop"}]}') == ParsedChunk()
+    assert parse_chunk_payload('{"choices":[{"delta":{"content":null}}]}') == ParsedChunk()
+
+
+def test_a_choice_that_is_not_an_object_is_invalid_response_naming_it() -> None:
+    with pytest.raises(ProbeFailure, match=r"choices\[0\] is not an object") as info:
+        parse_chunk_payload('{"choices":["x"]}')
+    assert info.value.kind == "invalid_response"

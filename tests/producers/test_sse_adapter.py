@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from tokenpulse.producers.adapters.openai import OpenAIAdapter, parse_chunk_payload
+from tokenpulse.producers.chunks import ParsedChunk
 from tokenpulse.producers.errors import ProbeFailure
 from tokenpulse.producers.stream import ChatRequest, StreamRecorder, Usage
 from tokenpulse.testing import FakeClock
@@ -161,13 +162,19 @@ def test_error_body_echoing_the_key_is_redacted() -> None:
 @pytest.mark.parametrize(
     ("payload", "expected"),
     [
-        ('{"choices":[{"delta":{"content":"x"}}]}', ("x", None)),
-        ('{"choices":[{"delta":{"role":"assistant"}}]}', ("", None)),
-        ('{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}', ("", Usage(1, 2))),
-        ('{"choices":[{"delta":{"content":null}}]}', ("", None)),
+        ('{"choices":[{"delta":{"content":"x"}}]}', ParsedChunk("x")),
+        ('{"choices":[{"delta":{"role":"assistant"}}]}', ParsedChunk()),
+        ('{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}', ParsedChunk(usage=Usage(1, 2))),
+        ('{"choices":[{"delta":{"content":null}}]}', ParsedChunk()),
+        ('{"choices":[{"delta":{"reasoning_content":"hm"}}]}', ParsedChunk(reasoning="hm")),
+        ('{"choices":[{"delta":{"reasoning":"hm","content":null}}]}', ParsedChunk(reasoning="hm")),
+        (
+            '{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"f","arguments":""}}]}}]}',
+            ParsedChunk("f", tool_call_indexes=(0,)),
+        ),
     ],
 )
-def test_parse_chunk_payload(payload: str, expected: tuple[str, Usage | None]) -> None:
+def test_parse_chunk_payload(payload: str, expected: ParsedChunk) -> None:
     assert parse_chunk_payload(payload) == expected
 
 
@@ -181,3 +188,52 @@ def test_multi_byte_characters_split_across_reads_are_decoded() -> None:
     whole = chunk("héllo ✓") + DONE
     cut = whole.index("✓".encode()) + 1  # inside the three bytes of the check mark
     assert deltas(run([whole[:cut], whole[cut:]])) == ["héllo ✓"]
+
+
+def test_reasoning_tool_calls_and_usage_details_are_recorded_in_their_columns() -> None:
+    import orjson
+
+    reasoning = b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}]}) + b"\n\n"
+    tool = {"index": 0, "id": "c", "function": {"name": "get", "arguments": "{}"}}
+    tools = b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [tool]}}]}) + b"\n\n"
+    usage = {
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 4},
+        "completion_tokens_details": {"reasoning_tokens": 1},
+    }
+    recorder = run([reasoning, tools, b"data: " + orjson.dumps({"choices": [], "usage": usage}) + b"\n\n", DONE])
+    assert recorder.reasoning == ["hm", "", ""]
+    assert recorder.deltas == ["", "get{}", ""]
+    assert recorder.tool_chunks == {1: (0,)}
+    assert recorder.usage == Usage(7, 3, 4, 1)
+
+
+def test_a_bad_reasoning_field_mid_stream_is_invalid_response_naming_it() -> None:
+    bad = b'data: {"choices":[{"index":0,"delta":{"reasoning":{"text":"x"}}}]}\n\n'
+    with pytest.raises(ProbeFailure) as info:
+        run([chunk("a"), bad, DONE])
+    assert info.value.kind == "invalid_response" and "choices[0].delta.reasoning" in info.value.detail
+
+
+def test_llama_cpp_usage_chunk_gives_cached_tokens_and_server_timings() -> None:
+    from tokenpulse.producers.adapters.openai import parse_chunk_payload
+    from tokenpulse.producers.stream import ServerTimings
+
+    payload = (
+        '{"choices":[],"created":1,"id":"c","model":"gemma","object":"chat.completion.chunk",'
+        '"usage":{"completion_tokens":48,"prompt_tokens":30,"total_tokens":78,'
+        '"prompt_tokens_details":{"cached_tokens":25}},'
+        '"timings":{"cache_n":25,"prompt_n":5,"prompt_ms":18.2,"prompt_per_token_ms":3.6,'
+        '"prompt_per_second":274.7,"predicted_n":48,"predicted_ms":466.1,"predicted_per_token_ms":9.7,'
+        '"predicted_per_second":102.98}}'
+    )
+    chunk = parse_chunk_payload(payload)
+    assert chunk.content == ""
+    assert chunk.usage == Usage(30, 48, 25)
+    assert chunk.timings == ServerTimings(
+        prefill_ms=18.2, decode_ms=466.1, cached_tokens=25, prefill_tokens=5, decode_tokens=48
+    )
+    assert parse_chunk_payload('{"choices":[],"timings":{"prompt_ms":"x"}}').timings is None
+    role_only = parse_chunk_payload('{"choices":[{"delta":{"role":"assistant","content":null}}]}')
+    assert (role_only.content, role_only.usage, role_only.timings) == ("", None, None)

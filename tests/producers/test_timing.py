@@ -111,3 +111,48 @@ def test_metrics_are_consistent_for_any_stream(steps: list[tuple[int, str]], tai
         assert value is None or value >= 0
     if m.itl_p50_ms is not None:
         assert m.itl_p50_ms <= m.itl_p95_ms <= m.itl_max_ms  # type: ignore[operator]
+
+
+def test_the_issues_reasoning_stream_gives_the_true_ttft_tpot_and_decode_rate() -> None:
+    """60 reasoning tokens (the first 100 ms after the request, then every 10 ms), then 20 answer tokens."""
+    clock = FakeClock()
+    recorder = StreamRecorder(clock.monotonic_ns)
+    sent = recorder.mark_sent()
+    clock.advance(ms=100)
+    for i in range(80):
+        if i:
+            clock.advance(ms=10)
+        recorder.add("w" if i >= 60 else "", reasoning="" if i >= 60 else "r")
+    recorder.add("", Usage(12, 80, 0, 60))
+    recorder.finish()
+    assert recorder.finished_ns is not None
+    m = compute_metrics(sent, recorder.finished_ns, recorder.chunks, prompt_text="", prices=Prices())
+    assert m.ttft_ms == pytest.approx(100.0) and m.ttfa_ms == pytest.approx(700.0)
+    assert m.reasoning_ms == pytest.approx(600.0)
+    assert m.tpot_ms == pytest.approx(10.0) and m.decode_tps == pytest.approx(100.0)
+    assert m.itl_p50_ms == pytest.approx(10.0) and m.reasoning_tokens == 60
+
+
+def test_cost_prices_cached_input_and_reasoning_output_separately() -> None:
+    sent, end, chunks = recorded([(5, "a", None), (5, "b", Usage(1000, 300, 800, 200))])
+    chunks = [c if c.delta != "a" else type(c)(c.t_ns, "", None, "think") for c in chunks]
+    m = compute_metrics(sent, end, chunks, prompt_text="", prices=Prices(1.0, 4.0, 0.25, 5.0))
+    assert (m.cached_prompt_tokens, m.reasoning_tokens) == (800, 200)
+    assert m.cost_usd == pytest.approx((200 * 1.0 + 800 * 0.25 + 100 * 4.0 + 200 * 5.0) / 1e6, rel=1e-12)
+    default = compute_metrics(sent, end, chunks, prompt_text="", prices=Prices(1.0, 4.0))
+    assert default.cost_usd == pytest.approx((1000 * 1.0 + 300 * 4.0) / 1e6, rel=1e-12)
+
+
+def test_no_usage_and_no_output_is_free_but_output_without_usage_is_charged_on_the_estimate() -> None:
+    sent, end, chunks = recorded([(5, "", None)])
+    free = compute_metrics(sent, end, chunks, prompt_text="x" * 400, prices=Prices(1.0, 2.0))
+    assert (free.cost_usd, free.prompt_tokens, free.completion_tokens, free.token_count_source) == (
+        0.0,
+        0,
+        0,
+        "estimated",
+    )
+    sent, end, chunks = recorded([(5, "abcd", None)])
+    cut = compute_metrics(sent, end, chunks, prompt_text="x" * 400, prices=Prices(1.0, 2.0))
+    assert (cut.prompt_tokens, cut.completion_tokens, cut.token_count_source) == (100, 1, "estimated")
+    assert cut.cost_usd == pytest.approx((100 * 1.0 + 1 * 2.0) / 1e6)

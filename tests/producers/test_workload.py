@@ -26,7 +26,7 @@ def minimal(**overrides: object) -> dict[str, object]:
     return document
 
 
-@pytest.mark.parametrize("name", ["simulator.yaml", "groq-and-cerebras.yaml"])
+@pytest.mark.parametrize("name", ["simulator.yaml", "groq-and-cerebras.yaml", "reasoning-models.yaml"])
 def test_examples_are_valid(name: str) -> None:
     workload = load_workload(EXAMPLES / name)
     assert workload.endpoints and load_prompts(workload.prompts)

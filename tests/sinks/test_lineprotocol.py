@@ -126,6 +126,8 @@ _maybe_ms = st.one_of(st.none(), st.floats(0, 1e6, allow_nan=False))
     itl=_maybe_ms,
     tps=_maybe_ms,
     tokens=st.integers(0, 10**9),
+    reasoning=st.one_of(st.none(), st.floats(0, 1e5, allow_nan=False)),
+    details=st.tuples(st.integers(0, 120), st.integers(0, 10**9), st.integers(0, 64)),
 )
 def test_fast_request_line_equals_the_generic_builder(
     provider: str,
@@ -136,8 +138,16 @@ def test_fast_request_line_equals_the_generic_builder(
     itl: float | None,
     tps: float | None,
     tokens: int,
+    reasoning: float | None,
+    details: tuple[int, int, int],
 ) -> None:
+    cached, thought, tool_calls = details
     event = make_timing(
+        ttfa_ms=None if ttft is None or reasoning is None else ttft + reasoning,
+        reasoning_ms=reasoning,
+        cached_prompt_tokens=cached,
+        reasoning_tokens=min(thought, tokens),
+        tool_calls=tool_calls,
         provider=provider,
         region=region,
         status="error" if error else "ok",

@@ -279,3 +279,26 @@ def test_state_round_trip_keeps_cooldown_and_leaves_the_baseline_to_the_seed() -
     ]
     assert after.seed_samples(seed) == 3
     assert [a.state for a in _feed(after, [900], start=24)] == ["firing"]
+
+
+def test_rules_name_ttfa_and_the_cache_hit_ratio() -> None:
+    from tokenpulse.schemas import Quantiles
+
+    ttfa = {"name": "answer-slow", "kind": "threshold", "metric": "ttfa_p95_ms", "above": 2000, "clear_windows": 1}
+    cache = {"name": "cache-cold", "kind": "threshold", "metric": "cache_hit_ratio", "below": 0.5, "clear_windows": 1}
+    engine = _engine(ttfa, cache)
+    alerts = []
+    for i, (p95, ratio) in enumerate([(900.0, 0.8), (2500.0, 0.2), (900.0, 0.9)]):
+        window = make_window(
+            window_end=BASE_NS + i * MINUTE_NS,
+            ttfa_ms=Quantiles(p50=p95 / 2, p95=p95, p99=p95, max=p95),
+            cache_hit_ratio=ratio,
+        )
+        assert metric_value(window, "ttfa_p95_ms") == p95 and metric_value(window, "cache_hit_ratio") == ratio
+        alerts += engine.observe(window)
+    assert sorted((a.rule, a.state, a.value) for a in alerts) == [
+        ("answer-slow", "firing", 2500.0),
+        ("answer-slow", "resolved", 900.0),
+        ("cache-cold", "firing", 0.2),
+        ("cache-cold", "resolved", 0.9),
+    ]

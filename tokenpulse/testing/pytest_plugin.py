@@ -1,4 +1,4 @@
-"""Pytest fixtures for real Kafka and InfluxDB (see ``services.py`` for how they are found).
+"""Pytest fixtures for real Kafka, InfluxDB and llama-server (see ``services.py`` for how they are found).
 
 With ``CI=true`` a service that cannot be provided fails the test; elsewhere it skips it (a developer
 without Java or Go can still run the unit tests).
@@ -13,6 +13,7 @@ import pytest
 
 from tokenpulse.testing.services import (
     InfluxEndpoint,
+    LlmEndpoint,
     RestartableService,
     ServiceProvider,
     ServiceUnavailable,
@@ -48,6 +49,16 @@ def influx_server(service_provider: ServiceProvider) -> InfluxEndpoint:
     """A real InfluxDB 2.x shared by the session (its default bucket; prefer ``influx``)."""
     try:
         return service_provider.influx()
+    except ServiceUnavailable as exc:
+        _unavailable(str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def llm_engine(service_provider: ServiceProvider) -> LlmEndpoint:
+    """A real llama.cpp ``llama-server`` (Gemma 3 270M) shared by the session; see ``ServiceProvider.llm``."""
+    try:
+        return service_provider.llm()
     except ServiceUnavailable as exc:
         _unavailable(str(exc))
         raise

@@ -8,6 +8,7 @@ download and build caches in ``~/.cache/tokenpulse`` are shared, the data is not
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import uuid
@@ -49,8 +50,20 @@ class InfluxEndpoint:
         return replace(self, bucket=name)
 
 
+@dataclass(frozen=True)
+class LlmEndpoint:
+    """A running llama.cpp ``llama-server``: ``base_url`` for OpenAI clients, ``origin`` for /health, /metrics."""
+
+    base_url: str
+    model: str
+
+    @property
+    def origin(self) -> str:
+        return self.base_url.removesuffix("/").removesuffix("/v1")
+
+
 class ServiceProvider:
-    """Hands out Kafka and InfluxDB endpoints, starting them on first use; ``close()`` stops them."""
+    """Hands out Kafka, InfluxDB and llama-server endpoints, starting them on first use; ``close()`` stops them."""
 
     def __init__(self, scratch: Path, env: dict[str, str] | None = None) -> None:
         self.scratch = scratch
@@ -59,6 +72,7 @@ class ServiceProvider:
         self._containers: list[Any] = []
         self._kafka: str | None = None
         self._influx: InfluxEndpoint | None = None
+        self._llm: LlmEndpoint | None = None
         self._docker: bool | None = None
 
     @property
@@ -69,7 +83,9 @@ class ServiceProvider:
 
     def _docker_available(self) -> bool:
         if self._docker is None:
-            self._docker = self.env.get("TOKENPULSE_TEST_DOCKER", "auto") != "never" and docker_engine_answers()
+            wanted = self.env.get("TOKENPULSE_TEST_DOCKER", "auto") != "never"
+            # testcontainers is the optional ``docker`` extra: without it the native stack serves
+            self._docker = wanted and importlib.util.find_spec("testcontainers") is not None and docker_engine_answers()
         return self._docker
 
     def kafka_bootstrap(self) -> str:
@@ -131,6 +147,20 @@ class ServiceProvider:
             raise ServiceUnavailable(f"native influxd could not start: {exc}") from exc
         conn = status.connection["influx"]
         return InfluxEndpoint(conn["url"], conn["token"], conn["org"], conn["bucket"])
+
+    def llm(self) -> LlmEndpoint:
+        """``TOKENPULSE_LLM_BASE_URL`` if set, else a private native llama-server (built on first use)."""
+        if self._llm is None:
+            if base_url := self.env.get("TOKENPULSE_LLM_BASE_URL"):
+                self._llm = LlmEndpoint(base_url, self.env.get("TOKENPULSE_LLM_MODEL", "local"))
+            else:
+                try:
+                    status = self.native.up(["llm"])
+                except Exception as exc:
+                    raise ServiceUnavailable(f"native llama-server could not start: {exc}") from exc
+                conn = status.connection["llm"]
+                self._llm = LlmEndpoint(conn["base_url"], conn["model"])
+        return self._llm
 
     def close(self) -> None:
         if self._stack is not None:

@@ -130,7 +130,10 @@ class TimingFactory:
 
 @dataclass
 class ExactWindow:
-    """What a window must contain, computed exactly from the events (the reference for tests and benches)."""
+    """What a window must contain, computed exactly from the events (the reference for tests and benches).
+
+    Latencies are those of successful requests only, as the contract says.
+    """
 
     count: int
     error_count: int
@@ -162,9 +165,10 @@ def exact_windows(
             window = windows.setdefault(key, ExactWindow(0, 0, [], [], 0.0, 0, 0))
             window.count += 1
             window.error_count += event.status == "error"
-            window.e2e_ms.append(event.e2e_ms)
-            if event.ttft_ms is not None:
-                window.ttft_ms.append(event.ttft_ms)
+            if event.status == "ok":
+                window.e2e_ms.append(event.e2e_ms)
+                if event.ttft_ms is not None:
+                    window.ttft_ms.append(event.ttft_ms)
             window.cost_usd += event.cost_usd
             window.prompt_tokens += event.prompt_tokens
             window.completion_tokens += event.completion_tokens
