@@ -96,21 +96,26 @@ def _connection_problems(bootstrap: str, options: Mapping[str, Any]) -> Iterator
         buffer.records.clear()  # explained by one of the errors below, or replayed before re-raising
         text = " ".join(record.getMessage() for record in records)
         user, mechanism = options.get("sasl_plain_username"), options.get("sasl_mechanism")
-        if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
+        if "UnsupportedSaslMechanism" in text or "IllegalSaslState" in text:
+            raise KafkaAccessError(
+                f"Kafka at {bootstrap} does not accept SASL mechanism {mechanism}; set "
+                "TOKENPULSE_KAFKA_SASL_MECHANISM to one the listener enables"
+            ) from None
+        # The broker answers a failed SASL authentication with an error and then closes the connection; under
+        # load kafka-python may see only the close. A close right after a completed ApiVersions exchange (the
+        # broker was reached, TLS worked) on a SASL listener is that same refusal.
+        refused = "SaslAuthenticationFailed" in text or "Authentication failed" in text
+        closed_in_sasl = mechanism is not None and "Broker version identified" in text and "disconnected" in text
+        if refused or closed_in_sasl:
             raise KafkaAccessError(
                 f"Kafka at {bootstrap} refused SASL {mechanism} authentication of user {user!r} (invalid "
-                "credentials): fix TOKENPULSE_KAFKA_SASL_USERNAME / TOKENPULSE_KAFKA_SASL_PASSWORD, or create "
-                "the user on the cluster"
+                "credentials, or a mechanism the listener does not enable): fix TOKENPULSE_KAFKA_SASL_USERNAME / "
+                "TOKENPULSE_KAFKA_SASL_PASSWORD (or TOKENPULSE_KAFKA_SASL_MECHANISM), or create the user"
             ) from None
         if "CERTIFICATE_VERIFY_FAILED" in text:
             raise KafkaAccessError(
                 f"Kafka at {bootstrap}: its TLS certificate is not trusted; set TOKENPULSE_KAFKA_SSL_CAFILE to "
                 "the CA bundle that signed it"
-            ) from None
-        if "UnsupportedSaslMechanism" in text or "IllegalSaslState" in text:
-            raise KafkaAccessError(
-                f"Kafka at {bootstrap} does not accept SASL mechanism {mechanism}; set "
-                "TOKENPULSE_KAFKA_SASL_MECHANISM to one the listener enables"
             ) from None
         _replay(records, propagate, shown)
         raise exc
