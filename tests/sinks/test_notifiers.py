@@ -87,3 +87,17 @@ def test_alertmanager_firing_ends_four_resends_ahead_resolved_at_its_window() ->
 def test_notifier_urls_are_shown_by_host_only(notifier: object) -> None:
     assert "s3cret" not in repr(notifier)
     assert notifier.host == "https://hooks.example:8443"  # type: ignore[attr-defined]
+
+
+def test_secret_url_files_skip_comments_and_errors_never_show_content(tmp_path) -> None:
+    from tokenpulse.sinks.cli import SinkConfigError, read_secret_lines
+
+    urls = tmp_path / "urls"
+    urls.write_text("# on-call\nhttps://hooks.example/a/s3cret\n\n  https://hooks.example/b  \n")
+    assert read_secret_lines(urls, "--webhook-file") == ["https://hooks.example/a/s3cret", "https://hooks.example/b"]
+    empty = tmp_path / "empty"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(SinkConfigError, match=r"--webhook-file .*empty: the file holds no URL"):
+        read_secret_lines(empty, "--webhook-file")
+    with pytest.raises(SinkConfigError, match="cannot read it"):
+        read_secret_lines(tmp_path / "missing", "--slack-webhook-file")
