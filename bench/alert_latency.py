@@ -4,7 +4,7 @@ Usage: eval "$(tokenpulse stack env)"; python bench/alert_latency.py [TRIALS] [-
 
 What is measured: the part of the pipeline after the stream worker, with the real pieces: a
 ``WindowStats`` published to Kafka (kafka-python, acks=all) -> ``AlertEngine`` (aiokafka consumer,
-``RuleEngine`` regression rule) -> the alert published to the alerts topic -> ``NotificationDispatcher`` ->
+``RuleEngine`` regression rule) -> the alert published to the alerts topic -> ``AlertDelivery`` (its own consumer) ->
 ``WebhookNotifier`` -> a real HTTP receiver in this process. Each trial uses its own workload key: three
 healthy windows build the baseline, then the clock starts as the regressed window is sent and stops
 when the receiver has the firing alert.

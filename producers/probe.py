@@ -585,7 +585,10 @@ def publisher_for(settings: Settings, workload: Workload, **overrides: object) -
     """A publisher to ``settings.topics.request_timings`` with a spool under ``settings.data_dir``."""
     spool = Path(settings.data_dir) / "spool" / f"{default_probe_id(workload)}.jsonl"
     config = PublisherConfig(
-        bootstrap=settings.kafka_bootstrap, topic=settings.topics.request_timings, spool_path=spool
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topics.request_timings,
+        spool_path=spool,
+        kafka_options=settings.kafka_client_options(),
     )
     if overrides:
         config = PublisherConfig(**{**{k: getattr(config, k) for k in PublisherConfig.__slots__}, **overrides})  # type: ignore[arg-type]

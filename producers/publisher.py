@@ -13,8 +13,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class PublisherConfig:
     replay_batch: int = 500
     partitions: int = REQUEST_TIMINGS_PARTITIONS
     """Partitions of the topic if the publisher has to create it."""
+    kafka_options: Mapping[str, Any] = field(default_factory=dict)
+    """Security settings of the client (``Settings.kafka_client_options()``)."""
 
 
 ProducerFactory = Callable[[PublisherConfig], Any]
@@ -66,7 +68,13 @@ def kafka_producer(config: PublisherConfig) -> KafkaProducer:
     that does not let the probe create topics is only logged, as the topic may exist or be auto-created.
     """
     try:
-        ensure_topic(config.bootstrap, config.topic, config.partitions, request_timeout_ms=config.request_timeout_ms)
+        ensure_topic(
+            config.bootstrap,
+            config.topic,
+            config.partitions,
+            request_timeout_ms=config.request_timeout_ms,
+            client_options=config.kafka_options,
+        )
     except KafkaError as exc:
         if isinstance(exc, KafkaTimeoutError | KafkaConnectionError):
             raise  # unreachable: the publisher spools and tries again
@@ -82,6 +90,7 @@ def kafka_producer(config: PublisherConfig) -> KafkaProducer:
         max_block_ms=config.max_block_ms,
         bootstrap_timeout_ms=config.request_timeout_ms,  # an absent broker: spool after this, not kafka's 30 s
         client_id="tokenpulse-probe",
+        **dict(config.kafka_options),
     )
 
 

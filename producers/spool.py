@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from tokenpulse.private_files import open_private, private_dir
+
 
 @dataclass(frozen=True, slots=True)
 class SpooledRecord:
@@ -32,10 +34,10 @@ class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset_path = path.with_name(path.name + ".offset")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self._lock = threading.Lock()
         self._repair_torn_tail()
-        self._file = open(path, "ab")  # noqa: SIM115 - kept open for the spool's lifetime
+        self._file = open_private(path)  # kept open for the spool's lifetime
         self._committed = self._read_offset()
 
     def __repr__(self) -> str:
@@ -109,8 +111,8 @@ class Spool:
             else:
                 self._committed = end_offset
             temp = self.offset_path.with_name(self.offset_path.name + ".tmp")
-            with open(temp, "w") as handle:
-                handle.write(str(self._committed))
+            with open_private(temp, append=False) as handle:
+                handle.write(str(self._committed).encode())
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, self.offset_path)

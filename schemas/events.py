@@ -214,7 +214,9 @@ class WindowStats(_Event):
 
 
 class Alert(_Event):
-    """A rule's verdict on one provider/model/workload: firing, then resolved."""
+    """A rule's verdict on one provider/model/workload/region/window: firing, then resolved.
+
+    ``region`` and ``window`` were added in a later release; older alerts without them still decode."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     alert_id: Name
@@ -224,6 +226,8 @@ class Alert(_Event):
     provider: Name
     model: Name
     workload: Name
+    region: str | None = None
+    window: str | None = Field(default=None, description="window size of the WindowStats judged, e.g. 1m")
     metric: Name
     value: Annotated[float, Field(allow_inf_nan=False)] | None
     baseline: Annotated[float, Field(allow_inf_nan=False)] | None = None
@@ -232,4 +236,6 @@ class Alert(_Event):
     message: Annotated[str, Field(max_length=2000)]
 
     def kafka_key(self) -> bytes:
-        return f"{self.rule}/{self.provider}/{self.model}/{self.workload}".encode()
+        return (
+            f"{self.rule}/{self.provider}/{self.model}/{self.workload}/{self.region or ''}/{self.window or ''}".encode()
+        )

@@ -51,6 +51,7 @@ def read_baseline_samples(query_api: Any, bucket: str, start_ns: int, stop_ns: i
                     window_end,
                     int(metrics.get("count", 0)),
                     metrics,
+                    values["region"] if isinstance(values.get("region"), str) else "",
                 )
             )
     return samples

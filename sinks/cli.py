@@ -14,9 +14,27 @@ from rich.console import Console
 from rich.table import Table
 
 from tokenpulse.config import load_settings
+from tokenpulse.errors import TokenpulseError
 from tokenpulse.formatting import format_number
 from tokenpulse.metrics import DEFAULT_METRICS_HOST, MetricsEndpoint, MetricsHostOpt, MetricsPortOpt
 from tokenpulse.sinks.notifiers import AlertmanagerNotifier, Notifier, SlackNotifier, WebhookNotifier
+
+
+def read_secret_lines(path: Path, option: str) -> list[str]:
+    """The non-empty, non-comment lines of a file holding secrets (URLs); errors never show its content."""
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines()]
+    except OSError as exc:
+        raise SinkConfigError(f"{option} {path}: cannot read it ({exc.strerror}); give a readable file") from None
+    found = [line for line in lines if line and not line.startswith("#")]
+    if not found:
+        raise SinkConfigError(f"{option} {path}: the file holds no URL; put one URL on a line")
+    return found
+
+
+class SinkConfigError(TokenpulseError):
+    """A sink option that cannot be used; the message names it and the fix."""
+
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="tokenpulse YAML config file")]
 
@@ -36,30 +54,82 @@ def register(app: typer.Typer) -> None:
     def sink(
         config: ConfigOpt = None,
         rules: Annotated[Path | None, typer.Option(help="rules YAML (enables alerting)")] = None,
-        webhook: Annotated[list[str] | None, typer.Option(help="generic JSON webhook URL (repeatable)")] = None,
+        webhook: Annotated[
+            list[str] | None,
+            typer.Option(
+                envvar="TOKENPULSE_WEBHOOK_URL",
+                help="generic JSON webhook URL (repeatable; env: space-separated). Prefer --webhook-file: "
+                "a URL on the command line shows in ps and shell history",
+            ),
+        ] = None,
+        webhook_file: Annotated[
+            list[Path] | None, typer.Option(help="file with webhook URLs, one a line (repeatable)")
+        ] = None,
         slack_webhook: Annotated[
             str | None, typer.Option(envvar="TOKENPULSE_SLACK_WEBHOOK_URL", help="Slack incoming-webhook URL")
         ] = None,
-        alertmanager: Annotated[str | None, typer.Option(help="Alertmanager base URL, e.g. http://am:9093")] = None,
+        slack_webhook_file: Annotated[Path | None, typer.Option(help="file holding the Slack webhook URL")] = None,
+        alertmanager: Annotated[
+            str | None,
+            typer.Option(envvar="TOKENPULSE_ALERTMANAGER_URL", help="Alertmanager base URL, e.g. http://am:9093"),
+        ] = None,
+        alertmanager_file: Annotated[Path | None, typer.Option(help="file holding the Alertmanager URL")] = None,
+        alertmanager_resend: Annotated[
+            str, typer.Option(help="re-send firing alerts to Alertmanager this often (below its resolve_timeout)")
+        ] = "1m",
+        notify_retry_for: Annotated[
+            str, typer.Option(help="retry an undelivered alert this long before recording the failure")
+        ] = "6h",
+        notify_retry_max_delay: Annotated[str, typer.Option(help="longest wait between two delivery attempts")] = "5m",
+        influx_auth_exit_after: Annotated[
+            str, typer.Option(help="exit (code 2) when InfluxDB refuses the token or bucket for this long")
+        ] = "5m",
         metrics_port: MetricsPortOpt = 0,
         metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
     ) -> None:
         """Run the InfluxDB sinks (llm_request, llm_window, llm_alert) and alerting until Ctrl-C."""
+        from tokenpulse.durations import parse_duration_ns
+        from tokenpulse.retry import Backoff
+        from tokenpulse.sinks.notifiers import DeliveryPolicy
         from tokenpulse.sinks.rules import load_rules
         from tokenpulse.sinks.runner import run_sinks
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # httpx logs every request with its full URL at INFO, and webhook URLs are secrets.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("httpcore").setLevel(logging.WARNING)
         settings = load_settings(config)
         rule_set = load_rules(rules) if rules else None
-        notifiers: list[Notifier] = [WebhookNotifier(url, name=f"webhook-{i}") for i, url in enumerate(webhook or [])]
+        urls = [url for text in webhook or [] for url in text.split()]
+        urls += [url for path in webhook_file or [] for url in read_secret_lines(path, "--webhook-file")]
+        notifiers: list[Notifier] = [WebhookNotifier(url, name=f"webhook-{i}") for i, url in enumerate(urls)]
+        if slack_webhook_file is not None:
+            slack_webhook = read_secret_lines(slack_webhook_file, "--slack-webhook-file")[0]
         if slack_webhook:
             notifiers.append(SlackNotifier(slack_webhook))
+        if alertmanager_file is not None:
+            alertmanager = read_secret_lines(alertmanager_file, "--alertmanager-file")[0]
         if alertmanager:
-            notifiers.append(AlertmanagerNotifier(alertmanager))
+            resend_s = parse_duration_ns(alertmanager_resend) / 1e9
+            notifiers.append(AlertmanagerNotifier(alertmanager, resend_interval_s=resend_s))
+        for notifier in notifiers:
+            logging.getLogger("tokenpulse.sinks").info("notifier %s -> %s", notifier.name, notifier.host)
+        policy = DeliveryPolicy(
+            backoff=Backoff(initial_s=1.0, max_s=parse_duration_ns(notify_retry_max_delay) / 1e9),
+            retry_for_s=parse_duration_ns(notify_retry_for) / 1e9,
+        )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            run_sinks(settings, rule_set, stop, notifiers, metrics=MetricsEndpoint(metrics_port, metrics_host))
+            run_sinks(
+                settings,
+                rule_set,
+                stop,
+                notifiers,
+                metrics=MetricsEndpoint(metrics_port, metrics_host),
+                delivery_policy=policy,
+                influx_auth_exit_after_s=parse_duration_ns(influx_auth_exit_after) / 1e9,
+            )
         except KeyboardInterrupt:
             stop.set()
 

@@ -14,10 +14,10 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -79,6 +79,7 @@ class KafkaInfluxSink:
         yield_every: int = 1000,
         auto_offset_reset: str = "earliest",
         max_inflight_writes: int = 2,
+        kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.topic = topic
@@ -103,6 +104,7 @@ class KafkaInfluxSink:
             fetch_max_bytes=64 * 1024 * 1024,
             # An InfluxDB outage keeps one batch in the retry loop; stay in the group meanwhile.
             max_poll_interval_ms=3_600_000,
+            **dict(kafka_options or {}),
         )
 
     def prepare(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> PreparedBatch:

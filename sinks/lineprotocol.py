@@ -210,12 +210,15 @@ def window_line(stats: WindowStats) -> str:
 
 
 def alert_line(alert: Alert) -> str:
-    """``llm_alert`` at ``window_end``; tags rule, provider, model, workload, state, severity."""
+    """``llm_alert`` at ``window_end``; tags rule, provider, model, workload, region, window, state, severity
+    (region and window only when the alert has them)."""
     tags = {
         "rule": alert.rule,
         "provider": alert.provider,
         "model": alert.model,
         "workload": alert.workload,
+        "region": alert.region,
+        "window": alert.window,
         "state": alert.state,
         "severity": alert.severity,
     }

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from tokenpulse.metrics import counter, counters_by_name
+from tokenpulse.metrics import counter, counters_by_name, gauge
 
 if TYPE_CHECKING:
     from tokenpulse.sinks.alerting import AlertEngine
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from tokenpulse.sinks.notifiers import NotifierStats
     from tokenpulse.sinks.runner import SinkRunner
 
-__all__ = ["AlertingCollector", "NotifierCollector", "SinkCollector", "sink_runner_collectors"]
+__all__ = ["AlertingCollector", "NotifierCollector", "SinkCollector", "SinkHealthCollector", "sink_runner_collectors"]
 
 
 class SinkCollector(Collector):
@@ -34,6 +34,25 @@ class SinkCollector(Collector):
             ("write_retries", "write_retries", "InfluxDB write attempts retried"),
         ]
         return iter(counters_by_name("sink", families, self.stats()))
+
+
+class SinkHealthCollector(Collector):
+    """``tokenpulse_sink_healthy{sink}``: 0 while InfluxDB refuses the sink's token or bucket (401/403/404)."""
+
+    def __init__(self, problems: Callable[[], Mapping[str, str]], sinks: Callable[[], list[str]]) -> None:
+        self.problems = problems
+        self.sinks = sinks
+
+    def collect(self) -> Iterator[Metric]:
+        problems = self.problems()
+        healthy = gauge(
+            "tokenpulse_sink_healthy",
+            "Sink: 1 while InfluxDB accepts its writes, 0 while it refuses the token or bucket (see the log).",
+            ["sink"],
+        )
+        for name in sorted(self.sinks()):
+            healthy.add_metric([name], 0.0 if name in problems else 1.0)
+        yield healthy
 
 
 class AlertingCollector(Collector):
@@ -80,10 +99,14 @@ def sink_runner_collectors(runner: SinkRunner) -> list[Collector]:
         return {sink.name: sink.stats for sink in list(runner.kafka_sinks)}
 
     def notifier_stats() -> dict[str, NotifierStats]:
-        dispatcher = runner.dispatcher
-        return dict(dispatcher.stats) if dispatcher is not None else {}
+        return runner.notifier_stats()
 
     def alert_engine() -> AlertEngine | None:
         return runner.alert_engine
 
-    return [SinkCollector(sink_stats), AlertingCollector(alert_engine), NotifierCollector(notifier_stats)]
+    return [
+        SinkCollector(sink_stats),
+        SinkHealthCollector(runner.influx_problems, lambda: list(runner.writers)),
+        AlertingCollector(alert_engine),
+        NotifierCollector(notifier_stats),
+    ]

@@ -82,16 +82,18 @@ class Match(BaseModel):
     model: str = "*"
     workload: str = "*"
     window: str = "*"
+    region: str = "*"
 
     def matches(self, stats: WindowStats) -> bool:
-        return self.matches_key(stats.provider, stats.model, stats.workload, stats.window)
+        return self.matches_key(stats.provider, stats.model, stats.workload, stats.window, stats.region or "")
 
-    def matches_key(self, provider: str, model: str, workload: str, window: str) -> bool:
+    def matches_key(self, provider: str, model: str, workload: str, window: str, region: str = "") -> bool:
         return (
             fnmatchcase(provider, self.provider)
             and fnmatchcase(model, self.model)
             and fnmatchcase(workload, self.workload)
             and fnmatchcase(window, self.window)
+            and fnmatchcase(region, self.region)
         )
 
 
@@ -241,6 +243,11 @@ def load_rules(path: Path) -> RuleSet:
 
 @dataclass
 class _KeyState:
+    """Everything a rule remembers about one key; ``to_dict``/``from_dict`` persist it across restarts.
+
+    The regression baseline is not persisted: it would make every state record up to a day of windows
+    long, and a restarted engine seeds it from ``llm_window`` in InfluxDB (``seed_samples``) instead."""
+
     last_window_end: int = -1
     breach_streak: int = 0
     ok_streak: int = 0
@@ -251,6 +258,40 @@ class _KeyState:
     no_data_firing: bool = False
     no_data_alert_id: str = ""
     baseline: deque[tuple[int, float, int]] = field(default_factory=deque)
+    firing_alert: Alert | None = None  # the firing Alert as published, re-sent to Alertmanager while firing
+    no_data_alert: Alert | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "last_window_end": self.last_window_end,
+            "breach_streak": self.breach_streak,
+            "ok_streak": self.ok_streak,
+            "firing": self.firing,
+            "alert_id": self.alert_id,
+            "fired_value": self.fired_value,
+            "last_resolved_end": self.last_resolved_end,
+            "no_data_firing": self.no_data_firing,
+            "no_data_alert_id": self.no_data_alert_id,
+            "firing_alert": None if self.firing_alert is None else self.firing_alert.model_dump(mode="json"),
+            "no_data_alert": None if self.no_data_alert is None else self.no_data_alert.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _KeyState:
+        firing_alert, no_data_alert = data.get("firing_alert"), data.get("no_data_alert")
+        return cls(
+            last_window_end=int(data["last_window_end"]),
+            breach_streak=int(data["breach_streak"]),
+            ok_streak=int(data["ok_streak"]),
+            firing=bool(data["firing"]),
+            alert_id=str(data["alert_id"]),
+            fired_value=None if data.get("fired_value") is None else float(data["fired_value"]),
+            last_resolved_end=None if data.get("last_resolved_end") is None else int(data["last_resolved_end"]),
+            no_data_firing=bool(data.get("no_data_firing", False)),
+            no_data_alert_id=str(data.get("no_data_alert_id", "")),
+            firing_alert=None if firing_alert is None else Alert.model_validate(firing_alert),
+            no_data_alert=None if no_data_alert is None else Alert.model_validate(no_data_alert),
+        )
 
 
 @dataclass(frozen=True)
@@ -262,7 +303,13 @@ class _Verdict:
     baseline: float | None
 
 
-StateKey = tuple[str, str, str, str, str]
+StateKey = tuple[str, str, str, str, str, str]
+"""``(rule, provider, model, workload, region, window)``; ``region`` is ``""`` for windows without one."""
+
+
+def state_key_text(key: StateKey) -> str:
+    """The key as on the alerts and alert-state topics: ``rule/provider/model/workload/region/window``."""
+    return "/".join(key)
 
 
 def _alert_id(key: StateKey, started_ns: int, kind: str = "") -> str:
@@ -276,23 +323,41 @@ class RuleEngine:
     def __init__(self, rules: RuleSet | Sequence[Rule]) -> None:
         self.rules: list[Rule] = list(rules.rules if isinstance(rules, RuleSet) else rules)
         self._states: dict[StateKey, _KeyState] = {}
+        self._dirty: set[StateKey] = set()
 
     def firing(self) -> list[StateKey]:
-        """Keys ``(rule, provider, model, workload, window)`` whose alert is currently firing."""
+        """Keys ``(rule, provider, model, workload, region, window)`` whose alert is currently firing."""
         return [key for key, state in self._states.items() if state.firing]
+
+    def firing_alerts(self) -> list[Alert]:
+        """The ``firing`` Alert of every incident still firing (no-data alerts included), as published."""
+        alerts = [state.firing_alert for state in self._states.values() if state.firing_alert is not None]
+        return alerts + [state.no_data_alert for state in self._states.values() if state.no_data_alert is not None]
+
+    def take_changed_states(self) -> dict[StateKey, dict[str, Any]]:
+        """The persisted form of every key state changed since the last call (then forgotten as changed)."""
+        changed = {key: self._states[key].to_dict() for key in self._dirty if key in self._states}
+        self._dirty.clear()
+        return changed
+
+    def restore_state(self, key: StateKey, data: dict[str, Any]) -> None:
+        """Put back one key's state as ``take_changed_states`` gave it (at start-up, before any window)."""
+        self._states[key] = _KeyState.from_dict(data)
 
     def observe(self, stats: WindowStats) -> list[Alert]:
         alerts: list[Alert] = []
         for rule in self.rules:
             if not rule.match.matches(stats):
                 continue
-            key = (rule.name, stats.provider, stats.model, stats.workload, stats.window)
+            key = (rule.name, stats.provider, stats.model, stats.workload, stats.region or "", stats.window)
             state = self._states.setdefault(key, _KeyState())
             if stats.window_end <= state.last_window_end:
                 continue  # re-emitted or late window: already judged
             state.last_window_end = stats.window_end
+            self._dirty.add(key)
             if state.no_data_firing:
                 state.no_data_firing = False
+                state.no_data_alert = None
                 alerts.append(self._no_data_alert(rule, key, state, "resolved", stats.window_end))
             alerts.extend(self._step(rule, key, state, stats))
         return alerts
@@ -308,11 +373,14 @@ class RuleEngine:
             if now_ns - state.last_window_end < parse_duration_ns(rule.no_data.after):
                 continue
             if rule.no_data.action == "resolve" and state.firing:
+                self._dirty.add(key)
                 alerts.append(self._resolve(rule, key, state, now_ns, None, "no data for " + rule.no_data.after))
             elif rule.no_data.action == "alert" and not state.no_data_firing:
+                self._dirty.add(key)
                 state.no_data_firing = True
                 state.no_data_alert_id = _alert_id(key, now_ns, "no_data")
-                alerts.append(self._no_data_alert(rule, key, state, "firing", now_ns))
+                state.no_data_alert = self._no_data_alert(rule, key, state, "firing", now_ns)
+                alerts.append(state.no_data_alert)
         return alerts
 
     def _step(self, rule: Rule, key: StateKey, state: _KeyState, stats: WindowStats) -> list[Alert]:
@@ -337,7 +405,9 @@ class RuleEngine:
                 state.alert_id = _alert_id(key, end)
                 state.fired_value = verdict.value
                 state.ok_streak = 0
-                return [self._alert(rule, key, state, "firing", end, verdict, _describe(rule, verdict, "firing"))]
+                alert = self._alert(rule, key, state, "firing", end, verdict, _describe(rule, verdict, "firing"))
+                state.firing_alert = alert
+                return [alert]
         elif state.firing and state.ok_streak >= rule.clear_windows:
             return [self._resolve(rule, key, state, end, verdict, _describe(rule, verdict, "resolved"))]
         return []
@@ -391,6 +461,7 @@ class RuleEngine:
         self, rule: Rule, key: StateKey, state: _KeyState, end: int, verdict: _Verdict | None, message: str
     ) -> Alert:
         state.firing = False
+        state.firing_alert = None
         state.breach_streak = 0
         state.ok_streak = 0
         state.last_resolved_end = end
@@ -416,12 +487,14 @@ class RuleEngine:
             provider=key[1],
             model=key[2],
             workload=key[3],
+            region=key[4] or None,
+            window=key[5],
             metric=metric,
             value=None if verdict is None else verdict.value,
             baseline=None if verdict is None else verdict.baseline,
             threshold=threshold,
             window_end=end,
-            message=f"{key[1]}/{key[2]} [{key[3]}, {key[4]}]: {message}",
+            message=f"{key[1]}/{key[2]} [{_where(key)}]: {message}",
         )
 
     def _no_data_alert(
@@ -437,12 +510,14 @@ class RuleEngine:
             provider=key[1],
             model=key[2],
             workload=key[3],
+            region=key[4] or None,
+            window=key[5],
             metric="no_data",
             value=None,
             baseline=None,
             threshold=after_s,
             window_end=end,
-            message=f"{key[1]}/{key[2]} [{key[3]}, {key[4]}] {verb} {rule.no_data.after}",
+            message=f"{key[1]}/{key[2]} [{_where(key)}] {verb} {rule.no_data.after}",
         )
 
     def baseline_period_ns(self) -> int | None:
@@ -462,7 +537,14 @@ class RuleEngine:
                         metrics[rule.metric] = value
             samples.append(
                 BaselineSample(
-                    stats.provider, stats.model, stats.workload, stats.window, stats.window_end, stats.count, metrics
+                    stats.provider,
+                    stats.model,
+                    stats.workload,
+                    stats.window,
+                    stats.window_end,
+                    stats.count,
+                    metrics,
+                    stats.region or "",
                 )
             )
         return self.seed_samples(samples)
@@ -480,13 +562,13 @@ class RuleEngine:
         for sample in sorted(samples, key=lambda s: s.window_end):
             for rule in self.rules:
                 if not isinstance(rule, RegressionRule | CostRule) or not rule.match.matches_key(
-                    sample.provider, sample.model, sample.workload, sample.window
+                    sample.provider, sample.model, sample.workload, sample.window, sample.region
                 ):
                     continue
                 value = sample.metrics.get(rule.metric)
                 if value is None:
                     continue
-                key = (rule.name, sample.provider, sample.model, sample.workload, sample.window)
+                key = (rule.name, sample.provider, sample.model, sample.workload, sample.region, sample.window)
                 history = self._states.setdefault(key, _KeyState()).baseline
                 if not history or sample.window_end > history[-1][0]:
                     history.append((sample.window_end, value, sample.count))
@@ -505,6 +587,11 @@ class BaselineSample:
     window_end: int
     count: int
     metrics: dict[str, float]
+    region: str = ""
+
+
+def _where(key: StateKey) -> str:
+    return ", ".join(part for part in (key[3], key[4], key[5]) if part)
 
 
 def _describe(rule: Rule, verdict: _Verdict, state: str) -> str:

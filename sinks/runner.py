@@ -1,4 +1,7 @@
-"""Runs the three InfluxDB sinks and the alert engine (with its notifiers) in one asyncio loop.
+"""Runs the three InfluxDB sinks, the alert engine and one alert delivery per notifier in one asyncio loop.
+
+Alertmanager notifiers also get every alert that is still firing (from the restored rule state) re-sent
+every ``resend_interval_s``, so Alertmanager never resolves a live alert by itself.
 
 ``SinkRunner(settings, rules, notifiers).start()`` runs everything in a background thread (the demo and
 tests use this); ``stop()`` finishes the in-flight batches and commits them. ``run_sinks(settings, rules,
@@ -11,23 +14,27 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import httpx
 import urllib3
 from aiokafka import AIOKafkaProducer
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
 from tokenpulse.config import Settings
+from tokenpulse.errors import TokenpulseError
 from tokenpulse.metrics import MetricsEndpoint, serve_metrics
 from tokenpulse.schemas import Alert, RequestTiming, WindowStats
 from tokenpulse.sinks.alerting import AlertEngine
 from tokenpulse.sinks.baseline import seed_from_influx
 from tokenpulse.sinks.consumer import EventLineCodec, KafkaInfluxSink
+from tokenpulse.sinks.delivery import AlertDelivery
 from tokenpulse.sinks.lineprotocol import alert_line, request_line, window_line
 from tokenpulse.sinks.metrics import sink_runner_collectors
-from tokenpulse.sinks.notifiers import NotificationDispatcher, Notifier
+from tokenpulse.sinks.notifiers import AlertmanagerNotifier, DeliveryPolicy, Notifier, NotifierStats, post_once
 from tokenpulse.sinks.rules import RuleEngine, RuleSet
 from tokenpulse.sinks.writer import InfluxWriter
 from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS, ensure_topics
@@ -39,6 +46,10 @@ ALL_SINKS = ("llm_request", "llm_window", "llm_alert")
 
 SINK_TOPIC_PARTITIONS = 3
 """Partitions of the window-stats, alerts and dead-letter topics if the sink runner has to create them."""
+
+
+class SinkUnhealthy(TokenpulseError):
+    """InfluxDB kept refusing the sink's token or bucket for longer than it is allowed to wait."""
 
 
 @dataclass
@@ -53,27 +64,52 @@ class SinkRunner:
     max_records: int = 10_000
     stop_grace_s: float = 10.0
     seed_baselines: bool = True
+    restore_state: bool = True
+    delivery_policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    influx_auth_exit_after_s: float = 300.0
+    """How long InfluxDB may refuse the token or bucket (401/403/404) before the sink gives up and exits."""
+    health_check_s: float = 1.0
+    writers: dict[str, InfluxWriter] = field(default_factory=dict, init=False)
     baseline_values_seeded: int = field(default=0, init=False)
     kafka_sinks: list[KafkaInfluxSink] = field(default_factory=list, init=False)
     alert_engine: AlertEngine | None = field(default=None, init=False)
-    dispatcher: NotificationDispatcher | None = field(default=None, init=False)
+    deliveries: list[AlertDelivery] = field(default_factory=list, init=False)
+    resent: int = field(default=0, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
     _stop: asyncio.Event | None = field(default=None, init=False)
     _ready: threading.Event = field(default_factory=threading.Event, init=False)
     _error: BaseException | None = field(default=None, init=False)
+    _unhealthy: SinkUnhealthy | None = field(default=None, init=False)
 
     def _group(self, name: str) -> str:
         return f"{self.group_prefix or self.settings.topic_prefix}.{name}"
 
+    def influx_problems(self) -> dict[str, str]:
+        """Sink name -> what InfluxDB refuses (wrong token or bucket) and the fix; empty while healthy."""
+        return {name: w.auth_problem for name, w in list(self.writers.items()) if w.auth_problem is not None}
+
+    def notifier_stats(self) -> dict[str, NotifierStats]:
+        """Delivery counters per notifier name."""
+        return {d.notifier.name: d.stats for d in list(self.deliveries)}
+
     async def run(self, stop: asyncio.Event) -> None:
         s, topics = self.settings, self.settings.topics
+        kafka_options = s.kafka_client_options()
         partitions = {topics.request_timings: REQUEST_TIMINGS_PARTITIONS} | {
-            topic: SINK_TOPIC_PARTITIONS for topic in (topics.window_stats, topics.alerts, topics.sink_dlq)
+            topic: SINK_TOPIC_PARTITIONS
+            for topic in (topics.window_stats, topics.alerts, topics.alert_state, topics.sink_dlq)
         }
-        await asyncio.to_thread(ensure_topics, s.kafka_bootstrap, partitions)
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5)
+        found_partitions = await asyncio.to_thread(
+            ensure_topics,
+            s.kafka_bootstrap,
+            partitions,
+            configs={topics.alert_state: {"cleanup.policy": "compact"}},
+            client_options=kafka_options,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=5, **kafka_options)
         await producer.start()
+        http = httpx.AsyncClient(timeout=self.delivery_policy.timeout_s)
         writers: list[InfluxWriter] = []
         codecs: dict[str, tuple[str, Callable[[bytes | None], str]]] = {
             "llm_request": (topics.request_timings, EventLineCodec(RequestTiming, request_line)),
@@ -85,6 +121,7 @@ class SinkRunner:
                 topic, codec = codecs[name]
                 writer = InfluxWriter(s.influx_url, s.influx_token, s.influx_org, s.influx_bucket)
                 writers.append(writer)
+                self.writers[name] = writer
                 sink = KafkaInfluxSink(
                     name=name,
                     bootstrap=s.kafka_bootstrap,
@@ -95,42 +132,104 @@ class SinkRunner:
                     dlq_topic=topics.sink_dlq,
                     producer=producer,
                     max_records=self.max_records,
+                    kafka_options=kafka_options,
                 )
                 self.kafka_sinks.append(sink)
             if self.rules is not None:
-                self.dispatcher = NotificationDispatcher(list(self.notifiers))
-                await self.dispatcher.start()
                 rule_engine = RuleEngine(self.rules)
-                if self.seed_baselines:
-                    self.baseline_values_seeded = await asyncio.to_thread(self._seed, rule_engine)
                 self.alert_engine = AlertEngine(
                     rules=rule_engine,
                     bootstrap=s.kafka_bootstrap,
                     window_topic=topics.window_stats,
                     alerts_topic=topics.alerts,
+                    state_topic=topics.alert_state,
                     dlq_topic=topics.sink_dlq,
                     group_id=self._group("alerting"),
                     producer=producer,
-                    on_alert=self.dispatcher.submit,
+                    kafka_options=kafka_options,
                 )
+                if self.restore_state:
+                    await self.alert_engine.restore(found_partitions[topics.alert_state])
+                if self.seed_baselines:
+                    self.baseline_values_seeded = await asyncio.to_thread(self._seed, rule_engine)
+                for notifier in self.notifiers:
+                    delivery = AlertDelivery(
+                        notifier=notifier,
+                        bootstrap=s.kafka_bootstrap,
+                        alerts_topic=topics.alerts,
+                        dlq_topic=topics.sink_dlq,
+                        group_id=self._group(f"notify.{notifier.name}"),
+                        producer=producer,
+                        client=http,
+                        policy=self.delivery_policy,
+                        kafka_options=kafka_options,
+                    )
+                    self.deliveries.append(delivery)
             tasks = [asyncio.create_task(sink.run(stop), name=f"sink-{sink.name}") for sink in self.kafka_sinks]
             if self.alert_engine is not None:
                 tasks.append(asyncio.create_task(self.alert_engine.run(stop), name="alert-engine"))
+            for delivery in self.deliveries:
+                tasks.append(asyncio.create_task(delivery.run(stop), name=f"notify-{delivery.notifier.name}"))
+                if isinstance(delivery.notifier, AlertmanagerNotifier):
+                    tasks.append(asyncio.create_task(self._resend(delivery.notifier, http, stop)))
             self._ready.set()
             watchdog = asyncio.create_task(self._abort_after_grace(stop))
+            health = asyncio.create_task(self._watch_influx_auth(stop))
             try:
                 await asyncio.gather(*tasks)
             finally:
                 watchdog.cancel()
+                health.cancel()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            if self.dispatcher is not None:
-                await self.dispatcher.stop()
+            await http.aclose()
             await producer.stop()
             for writer in writers:
                 writer.close()
+
+    async def _watch_influx_auth(self, stop: asyncio.Event) -> None:
+        """Report a refused token or bucket at once (log, ``/metrics``), and stop the sink with
+        ``SinkUnhealthy`` once it has lasted ``influx_auth_exit_after_s``: retrying cannot fix it."""
+        reported: set[str] = set()
+        while not stop.is_set():
+            await asyncio.sleep(self.health_check_s)
+            for name, writer in list(self.writers.items()):
+                problem, since = writer.auth_problem, writer.auth_failing_since
+                if problem is None or since is None:
+                    if name in reported:
+                        log.info("sink %s is healthy again: InfluxDB accepts its writes", name)
+                    reported.discard(name)
+                    continue
+                if name not in reported:
+                    reported.add(name)
+                    log.error(
+                        "sink %s unhealthy: %s; it exits if this lasts %.0fs",
+                        name,
+                        problem,
+                        self.influx_auth_exit_after_s,
+                    )
+                if time.monotonic() - since >= self.influx_auth_exit_after_s:
+                    self._unhealthy = SinkUnhealthy(
+                        f"sink {name} gave up after {self.influx_auth_exit_after_s:.0f}s: {problem}"
+                    )
+                    log.error("%s", self._unhealthy)
+                    stop.set()
+                    for sink in self.kafka_sinks:
+                        sink.request_stop()
+                    return
+
+    async def _resend(self, notifier: AlertmanagerNotifier, http: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        """Re-post every alert the rule state says is firing, each ``resend_interval_s``."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), notifier.resend_interval_s)
+            if stop.is_set() or self.alert_engine is None:
+                return
+            for alert in self.alert_engine.rules.firing_alerts():
+                if await post_once(http, notifier, alert):
+                    self.resent += 1
 
     def _seed(self, engine: RuleEngine) -> int:
         s = self.settings
@@ -170,10 +269,13 @@ class SinkRunner:
         self._stop = asyncio.Event()
         try:
             loop.run_until_complete(self.run(self._stop))
+            if self._unhealthy is not None:
+                raise self._unhealthy
         except BaseException as exc:
             self._error = exc
             self._ready.set()
-            log.exception("sink runner failed")
+            if not isinstance(exc, TokenpulseError):  # a user's error is raised to the caller, not a bug
+                log.exception("sink runner failed")
         finally:
             loop.close()
 
@@ -194,10 +296,18 @@ def run_sinks(
     notifiers: Sequence[Notifier] = (),
     *,
     metrics: MetricsEndpoint | None = None,
+    delivery_policy: DeliveryPolicy | None = None,
+    influx_auth_exit_after_s: float = 300.0,
 ) -> None:
     """Run the sinks and alerting in this thread until ``stop_event`` is set; with ``metrics`` enabled,
     serve their counters at ``/metrics`` meanwhile."""
-    runner = SinkRunner(settings, rules, notifiers)
+    runner = SinkRunner(
+        settings,
+        rules,
+        notifiers,
+        delivery_policy=delivery_policy or DeliveryPolicy(),
+        influx_auth_exit_after_s=influx_auth_exit_after_s,
+    )
     server = serve_metrics(metrics, sink_runner_collectors(runner)) if metrics is not None else None
     try:
         runner.start()

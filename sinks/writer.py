@@ -84,6 +84,9 @@ class InfluxWriter:
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
         self._backoff = backoff or Backoff()
         self._sleep = sleep
+        self.auth_problem: str | None = None
+        """Set while InfluxDB answers 401/403/404 (wrong token or bucket): what is wrong and the fix."""
+        self.auth_failing_since: float | None = None  # time.monotonic() of the first such answer
 
     def __repr__(self) -> str:
         return f"InfluxWriter(url={self.url!r}, org={self.org!r}, bucket={self.bucket!r})"
@@ -156,9 +159,16 @@ class InfluxWriter:
     def _post(self, body: bytes) -> None:
         try:
             self._api.write(bucket=self.bucket, org=self.org, record=body, write_precision=_NS)
+            self.auth_problem = self.auth_failing_since = None
         except ApiException as exc:
             status = int(exc.status or 0)
             message = _api_message(exc)
+            if status in (401, 403, 404):
+                if self.auth_failing_since is None:
+                    self.auth_failing_since = time.monotonic()
+                self.auth_problem = (
+                    f"InfluxDB at {self.url} answered HTTP {status} ({message}){_hint(status, self.bucket)}"
+                )
             if status in _REJECTING_STATUSES:
                 raise _Rejected(f"HTTP {status}: {message}") from None
             if status == 413:
@@ -173,9 +183,12 @@ class InfluxWriter:
 
 def _hint(status: int, bucket: str) -> str:
     if status in (401, 403):
-        return " (check TOKENPULSE_INFLUX_TOKEN has write access)"
+        return f": fix TOKENPULSE_INFLUX_TOKEN (a token with write access to bucket {bucket!r})"
     if status == 404:
-        return f" (does bucket {bucket!r} exist? run `tokenpulse influx init`)"
+        return (
+            f": bucket {bucket!r} (or its org) does not exist; fix TOKENPULSE_INFLUX_BUCKET / TOKENPULSE_INFLUX_ORG "
+            "or create the bucket"
+        )
     return ""
 
 

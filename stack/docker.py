@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tokenpulse.private_files import private_dir, write_private
 from tokenpulse.stack.errors import StackError
 
 
@@ -60,10 +61,8 @@ class ComposeStack:
                 "data_dir": "volume influxdb-data",
             },
         }
-        home.mkdir(parents=True, exist_ok=True)
-        state = home / "stack.json"
-        state.write_text(json.dumps(connection, indent=2))
-        state.chmod(0o600)
+        private_dir(home)
+        write_private(home / "stack.json", json.dumps(connection, indent=2))
         return connection
 
     def down(self, purge: bool = False) -> None:

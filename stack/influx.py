@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenpulse.private_files import private_dir, write_private
 from tokenpulse.stack.errors import StackError
 from tokenpulse.stack.process import ServiceProcess
 
@@ -88,8 +89,7 @@ class InfluxServer:
         return self.cfg.data_dir / "admin-token"
 
     def start(self) -> int:
-        d = self.cfg.data_dir
-        d.mkdir(parents=True, exist_ok=True)
+        d = private_dir(self.cfg.data_dir)
         argv = [
             str(self.binary),
             "--bolt-path",
@@ -145,8 +145,7 @@ class InfluxServer:
                 "token": token,
             },
         )
-        self.token_file.write_text(token)
-        self.token_file.chmod(0o600)
+        write_private(self.token_file, token)
         return token
 
 

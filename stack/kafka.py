@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenpulse.private_files import private_dir, write_private
 from tokenpulse.stack.errors import StackError
 from tokenpulse.stack.process import ServiceProcess
 
@@ -97,6 +98,10 @@ class KafkaConfig:
     controller_port: int
     version: str = KAFKA_VERSION
     heap: str = "512M"
+    extra_properties: tuple[str, ...] = ()
+    """``key=value`` lines after the defaults (a later key wins), e.g. a SASL_SSL listener."""
+    format_args: tuple[str, ...] = ()
+    """Extra ``StorageTool format`` arguments, e.g. ``--add-scram`` to create SCRAM users."""
 
     @property
     def bootstrap(self) -> str:
@@ -128,6 +133,7 @@ def server_properties(cfg: KafkaConfig) -> str:
             "group.initial.rebalance.delay.ms=0",
             "log.retention.hours=168",
             "log.segment.bytes=67108864",
+            *cfg.extra_properties,
             "",
         ]
     )
@@ -160,15 +166,17 @@ class KafkaBroker:
     def prepare(self) -> None:
         """Write the config and format the storage with a fresh cluster id, once per data dir."""
         d = self.cfg.data_dir
-        d.mkdir(parents=True, exist_ok=True)
+        private_dir(d)  # the broker's logs hold the events
         (d / "log4j2.yaml").write_text(_LOG4J2)
         props = d / "server.properties"
-        props.write_text(server_properties(self.cfg))
+        write_private(props, server_properties(self.cfg))  # may hold listener secrets
         if (d / "logs" / "meta.properties").exists():
             return
         cluster_id = _kafka_uuid()
         result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "-g"),
+            self._java(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "-g", *self.cfg.format_args
+            ),
             capture_output=True,
             text=True,
             check=False,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenpulse.private_files import private_dir, write_private
 from tokenpulse.stack.influx import INFLUXDB_VERSION, InfluxConfig, InfluxServer, ensure_influxd, health, influxd_path
 from tokenpulse.stack.kafka import KAFKA_VERSION, KafkaBroker, KafkaConfig, ensure_kafka_jars, require_java
 from tokenpulse.stack.llm import (
@@ -58,10 +58,13 @@ class StackStatus:
     def healthy(self) -> bool:
         return bool(self.services) and all(s.healthy for s in self.services.values())
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, *, show_secrets: bool = False) -> dict[str, Any]:
+        """Connection settings and health; the InfluxDB token is ``***`` unless ``show_secrets``."""
         out: dict[str, Any] = {"home": str(self.home), "healthy": self.healthy}
         for name, svc in self.services.items():
             section = dict(self.connection.get(name, {}))
+            if "token" in section and not show_secrets:
+                section["token"] = "***"
             section.update(
                 running=svc.running,
                 healthy=svc.healthy,
@@ -101,11 +104,8 @@ class NativeStack:
             return {}
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.chmod(0o600)  # it holds the admin token
-        os.replace(tmp, self.state_file)
+        private_dir(self.home)
+        write_private(self.state_file, json.dumps(state, indent=2))  # it holds the admin token
 
     def connection(self) -> dict[str, Any]:
         """Connection settings of the stack as last started (may be stopped since)."""

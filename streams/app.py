@@ -30,6 +30,7 @@ from faust.types import TP
 
 from tokenpulse.config import Settings
 from tokenpulse.metrics import MetricsEndpoint, serve_metrics
+from tokenpulse.private_files import private_dir
 from tokenpulse.streams.core import WindowCore
 from tokenpulse.streams.engine import WindowConfig, record_partition
 from tokenpulse.streams.metrics import WorkerCollector
@@ -328,6 +329,27 @@ class WorkerApp:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def faust_credentials(settings: Settings) -> dict[str, Any]:
+    """faust's ``broker_credentials`` for the Kafka security settings (the same ones kafka-python and
+    aiokafka get from ``Settings.kafka_client_options``); empty for PLAINTEXT."""
+    protocol = settings.kafka_security_protocol
+    context = settings.kafka_ssl_context()
+    credentials: faust.auth.Credentials
+    if protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # checked by Settings
+        credentials = faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    elif protocol == "SSL" and context is not None:
+        credentials = faust.SSLCredentials(context)
+    else:
+        return {}
+    return {"broker_credentials": credentials}
+
+
 def faust_settings(settings: Settings, config: WorkerConfig, data_dir: Path) -> dict[str, Any]:
     """The faust settings of the worker (also used by bench/ for a stock agent on equal terms)."""
     return {
@@ -342,6 +364,7 @@ def faust_settings(settings: Settings, config: WorkerConfig, data_dir: Path) -> 
         "broker_session_timeout": config.session_timeout_s,
         "broker_heartbeat_interval": config.heartbeat_interval_s,
         "broker_commit_interval": max(config.flush_interval_s, 1.0),
+        **faust_credentials(settings),
         "consumer_auto_offset_reset": "earliest",
         "stream_buffer_maxsize": config.stream_buffer_maxsize,
         "stream_wait_empty": True,
@@ -358,7 +381,7 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
     """The faust app for ``settings`` (broker, topic names) and ``config`` (windows, grace, tuning)."""
     topics = settings.topics
     data_dir = config.data_dir or settings.data_dir / "worker"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     app = faust.App(config.resolved_app_id(settings), **faust_settings(settings, config, data_dir))
     source = app.topic(
         topics.request_timings,
@@ -432,7 +455,9 @@ def source_partitions(settings: Settings, config: WorkerConfig) -> int:
     """
     topic = settings.topics.request_timings
     try:
-        found = ensure_topic(settings.kafka_bootstrap, topic, config.partitions)
+        found = ensure_topic(
+            settings.kafka_bootstrap, topic, config.partitions, client_options=settings.kafka_client_options()
+        )
     except Exception as exc:  # kafka-python's errors
         log.warning("could not check or create topic %s (%s: %s)", topic, type(exc).__name__, exc)
         return config.partitions

@@ -103,9 +103,12 @@ def stack_down(
 def stack_status(
     home: HomeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print connection settings and health as JSON")] = False,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="print the InfluxDB token instead of *** (or use `stack env`)")
+    ] = False,
 ) -> None:
     """Ports, versions, health and data dirs; exit code 1 unless everything is healthy."""
-    status = _native(home).status().as_json()
+    status = _native(home).status().as_json(show_secrets=show_secrets)
     if as_json:
         out.print_json(json.dumps(status))
     else:

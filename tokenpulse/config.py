@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tokenpulse.errors import TokenpulseError
@@ -59,8 +60,16 @@ class Topics:
         return self._name("alerts")
 
     @property
+    def alert_state(self) -> str:
+        """Compacted: the rule state of every alert key, read back by a restarted sink."""
+        return self._name("alert-state")
+
+    @property
     def sink_dlq(self) -> str:
         return self._name("influx-rejected.dlq")
+
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 
 class Settings(BaseSettings):
@@ -75,6 +84,15 @@ class Settings(BaseSettings):
     influx_org: str = "tokenpulse"
     influx_bucket: str = "tokenpulse"
     data_dir: Path = Field(default_factory=lambda: default_home() / "data", description="local state (spool, worker)")
+    kafka_security_protocol: KafkaSecurityProtocol = Field("PLAINTEXT", description="how clients reach the brokers")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (SASL_PLAINTEXT, SASL_SSL)"
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) to verify the brokers; default: system")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client private key (PEM) for mutual TLS")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -92,9 +110,57 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} needs http:// or https://; e.g. TOKENPULSE_INFLUX_URL=http://127.0.0.1:8086")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            missing = [
+                f"TOKENPULSE_{name.upper()}"
+                for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                if not getattr(self, name)
+            ]
+            if missing:
+                raise ValueError(f"kafka_security_protocol {protocol} needs {', '.join(missing)}")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("give both TOKENPULSE_KAFKA_SSL_CERTFILE and TOKENPULSE_KAFKA_SSL_KEYFILE, or neither")
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name} {str(path)!r} is not a readable file; fix TOKENPULSE_{name.upper()}")
+        return self
+
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every Kafka client (SSL, SASL_SSL), or ``None`` for plaintext protocols."""
+        if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        context = ssl.create_default_context(cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None)
+        if self.kafka_ssl_certfile is not None:
+            context.load_cert_chain(str(self.kafka_ssl_certfile), str(self.kafka_ssl_keyfile))
+        return context
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security keyword arguments shared by kafka-python's and aiokafka's clients (same names in both):
+        ``security_protocol``, ``ssl_context``, ``sasl_*``. Empty for PLAINTEXT, so defaults stay as they were.
+        faust gets the same settings as ``broker_credentials`` (``streams.app.faust_credentials``)."""
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return {}
+        options: dict[str, Any] = {"security_protocol": protocol}
+        context = self.kafka_ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
+        if protocol.startswith("SASL_"):
+            assert self.kafka_sasl_password is not None  # checked by _kafka_security_complete
+            options.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password.get_secret_value(),
+            )
+        return options
 
     @classmethod
     def settings_customise_sources(

@@ -8,12 +8,16 @@ their topics explicitly, with the same counts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from tokenpulse.errors import TokenpulseError
 
 log = logging.getLogger(__name__)
 
@@ -22,24 +26,37 @@ REQUEST_TIMINGS_PARTITIONS = 6
 
 
 def ensure_topics(
-    bootstrap: str, partitions_by_topic: Mapping[str, int], *, request_timeout_ms: int = 10_000
+    bootstrap: str,
+    partitions_by_topic: Mapping[str, int],
+    *,
+    request_timeout_ms: int = 10_000,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> dict[str, int]:
-    """Create each missing topic with its partitions (and the broker's default replication); return how
-    many partitions each one has. Existing topics are left as they are. Raises kafka-python's errors: a
-    broker that cannot be reached within ``request_timeout_ms`` (``KafkaTimeoutError``), not authorized, ..."""
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap.split(","),
-        client_id="tokenpulse-topics",
-        request_timeout_ms=request_timeout_ms,
-        bootstrap_timeout_ms=request_timeout_ms,
-    )
+    """Create each missing topic with its partitions (and the broker's default replication) and its
+    ``configs`` (e.g. ``cleanup.policy: compact``); return how many partitions each one has. Existing topics
+    are left as they are. ``client_options`` are kafka-python's security settings
+    (``Settings.kafka_python_options()``). Raises kafka-python's errors: a broker that cannot be reached
+    within ``request_timeout_ms`` (``KafkaTimeoutError``), not authorized, ..."""
+    options = dict(client_options or {})
+    with _connection_problems(bootstrap, options):
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap.split(","),
+            client_id="tokenpulse-topics",
+            request_timeout_ms=request_timeout_ms,
+            bootstrap_timeout_ms=request_timeout_ms,
+            **options,
+        )
     try:
         existing = set(admin.list_topics())
         for topic, partitions in partitions_by_topic.items():
             if topic in existing:
                 continue
             try:
-                admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])
+                topic_configs = dict((configs or {}).get(topic, {}))
+                admin.create_topics(
+                    [NewTopic(topic, num_partitions=partitions, replication_factor=-1, topic_configs=topic_configs)]
+                )
                 log.info("created topic %s with %d partitions", topic, partitions)
             except TopicAlreadyExistsError:
                 pass  # another process created it in between
@@ -48,9 +65,88 @@ def ensure_topics(
         admin.close()
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int, *, request_timeout_ms: int = 10_000) -> int:
+class KafkaAccessError(TokenpulseError):
+    """The brokers answered but refused the client: wrong SASL credentials, an untrusted certificate, ..."""
+
+
+class _BufferedRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _connection_problems(bootstrap: str, options: Mapping[str, Any]) -> Iterator[None]:
+    """Turn a bootstrap that fails because the broker refused the credentials or the certificate into one
+    ``KafkaAccessError`` naming the fix. kafka-python only logs those causes (a line per retry) and then
+    raises a bare timeout, so its log lines are held back meanwhile and replayed for any other failure."""
+    kafka_log = logging.getLogger("kafka")
+    buffer, propagate = _BufferedRecords(), kafka_log.propagate
+    level, shown = kafka_log.level, kafka_log.getEffectiveLevel()
+    kafka_log.addHandler(buffer)
+    kafka_log.propagate = False
+    kafka_log.setLevel(logging.DEBUG)  # the SASL failure is sometimes only logged at debug level
+    try:
+        yield
+    except KafkaError as exc:
+        records = list(buffer.records)
+        buffer.records.clear()  # explained by one of the errors below, or replayed before re-raising
+        text = " ".join(record.getMessage() for record in records)
+        user, mechanism = options.get("sasl_plain_username"), options.get("sasl_mechanism")
+        if "UnsupportedSaslMechanism" in text or "IllegalSaslState" in text:
+            raise KafkaAccessError(
+                f"Kafka at {bootstrap} does not accept SASL mechanism {mechanism}; set "
+                "TOKENPULSE_KAFKA_SASL_MECHANISM to one the listener enables"
+            ) from None
+        # The broker answers a failed SASL authentication with an error and then closes the connection; under
+        # load kafka-python may see only the close. A close right after a completed ApiVersions exchange (the
+        # broker was reached, TLS worked) on a SASL listener is that same refusal.
+        refused = "SaslAuthenticationFailed" in text or "Authentication failed" in text
+        closed_in_sasl = mechanism is not None and "Broker version identified" in text and "disconnected" in text
+        if refused or closed_in_sasl:
+            raise KafkaAccessError(
+                f"Kafka at {bootstrap} refused SASL {mechanism} authentication of user {user!r} (invalid "
+                "credentials, or a mechanism the listener does not enable): fix TOKENPULSE_KAFKA_SASL_USERNAME / "
+                "TOKENPULSE_KAFKA_SASL_PASSWORD (or TOKENPULSE_KAFKA_SASL_MECHANISM), or create the user"
+            ) from None
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            raise KafkaAccessError(
+                f"Kafka at {bootstrap}: its TLS certificate is not trusted; set TOKENPULSE_KAFKA_SSL_CAFILE to "
+                "the CA bundle that signed it"
+            ) from None
+        _replay(records, propagate, shown)
+        raise exc
+    finally:
+        kafka_log.removeHandler(buffer)
+        kafka_log.propagate = propagate
+        kafka_log.setLevel(level)
+        _replay(buffer.records, propagate, max(shown, logging.WARNING))
+
+
+def _replay(records: list[logging.LogRecord], propagate: bool, min_level: int) -> None:
+    if not propagate:
+        return
+    for record in records:
+        if record.levelno >= min_level and logging.getLogger().isEnabledFor(record.levelno):
+            logging.getLogger().handle(record)
+
+
+def ensure_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    *,
+    request_timeout_ms: int = 10_000,
+    client_options: Mapping[str, Any] | None = None,
+) -> int:
     """``ensure_topics`` for one topic: its partition count."""
-    return ensure_topics(bootstrap, {topic: partitions}, request_timeout_ms=request_timeout_ms)[topic]
+    found = ensure_topics(
+        bootstrap, {topic: partitions}, request_timeout_ms=request_timeout_ms, client_options=client_options
+    )
+    return found[topic]
 
 
 def too_few_partitions(topic: str, found: int, wanted: int) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -120,14 +121,18 @@ def test_regression_fires_once_and_resolves_once(kafka_bootstrap, influx, topic_
     firing = webhook.bodies[0][1]
     assert firing["rule"] == "ttft-regression" and firing["value"] == 800.0 and firing["baseline"] == 400.0
     assert webhook.bodies[0][0] == "/hook"
-    assert runner.dispatcher is not None and runner.dispatcher.stats["webhook"].failed_attempts == 2
+    assert runner.notifier_stats()["webhook"].failed_attempts == 2
 
     assert [path for path, _ in alertmanager.bodies] == ["/api/v2/alerts", "/api/v2/alerts"]
     posted = [PostableAlert.model_validate(item) for _, body in alertmanager.bodies for item in body]
     assert len(posted) == 2
     assert posted[0].labels == posted[1].labels  # same incident
-    assert posted[0].labels["alertname"] == "ttft-regression" and posted[0].endsAt is None
+    assert posted[0].labels["alertname"] == "ttft-regression"
+    assert (posted[0].labels["region"], posted[0].labels["window"]) == ("local", "1m")
+    # Firing: endsAt is 4 re-send intervals after the post (Alertmanager keeps it active until then).
+    assert posted[0].endsAt is not None and posted[0].endsAt.timestamp() > time.time() + 60
     assert posted[1].endsAt is not None and posted[1].startsAt is not None
+    assert posted[1].endsAt.timestamp() == (BASE_NS + 12 * MINUTE_NS) / 1e9  # the window that resolved it
 
     assert [body["text"].split("]")[0] for _, body in slack.bodies] == [
         ":rotating_light: [FIRING",

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tokenpulse.durations import parse_duration_ns
-from tokenpulse.sinks.rules import RuleEngine, RulesError, load_rules, metric_value, parse_rules
+from tokenpulse.sinks.rules import BaselineSample, RuleEngine, RulesError, load_rules, metric_value, parse_rules
 from tokenpulse.testing.sinks import BASE_NS, MINUTE_NS, make_window
 
 
@@ -215,6 +216,69 @@ def test_example_rules_file_is_valid() -> None:
     examples = Path(__file__).resolve().parents[2] / "examples" / "rules.yaml"
     rule_set = load_rules(examples)
     assert {r.kind for r in rule_set.rules} == {"threshold", "regression", "error_rate", "cost"}
+
+
+def test_region_and_window_are_separate_keys() -> None:
+    engine = _engine(THRESHOLD)
+    alerts = []
+    for region, window in (("eu", "1m"), ("us", "1m"), ("eu", "5m")):
+        alerts += _feed(engine, [900, 900, 900], region=region, window=window)
+    assert [(a.region, a.window, a.state) for a in alerts] == [
+        ("eu", "1m", "firing"),
+        ("us", "1m", "firing"),
+        ("eu", "5m", "firing"),
+    ]
+    assert len({a.alert_id for a in alerts}) == 3
+    assert len({a.kafka_key() for a in alerts}) == 3
+    assert alerts[0].kafka_key() == b"ttft-high/simulated/sim-small/chat/eu/1m"
+
+
+def test_state_round_trip_resolves_with_the_same_alert_id() -> None:
+    """A restarted engine given the persisted state resolves the alert the first one raised."""
+    before = _engine(THRESHOLD)
+    [firing] = _feed(before, [900, 900, 900])
+    changed = before.take_changed_states()
+    assert before.take_changed_states() == {}  # taken once
+    assert [a.alert_id for a in before.firing_alerts()] == [firing.alert_id]
+
+    after = _engine(THRESHOLD)
+    for key, state in changed.items():
+        after.restore_state(key, json.loads(json.dumps(state)))
+    assert after.firing() == before.firing()
+    assert after.firing_alerts() == [firing]
+    assert _feed(after, [900], start=2) == []  # already judged before the restart
+    [resolved] = _feed(after, [400, 400], start=3)
+    assert (resolved.state, resolved.alert_id) == ("resolved", firing.alert_id)
+    assert after.firing_alerts() == []
+
+
+def test_state_round_trip_keeps_cooldown_and_leaves_the_baseline_to_the_seed() -> None:
+    rule = {
+        "name": "reg",
+        "kind": "regression",
+        "metric": "ttft_p95_ms",
+        "worse_by_pct": 50,
+        "min_samples": 1,
+        "min_baseline_windows": 3,
+        "cooldown": "10m",
+    }
+    before = _engine(rule)
+    alerts = _feed(before, [400, 400, 400, 900, 400])
+    assert [a.state for a in alerts] == ["firing", "resolved"]
+    after = _engine(rule)
+    for key, state in before.take_changed_states().items():
+        assert "baseline" not in state  # seeded from InfluxDB at start-up instead
+        after.restore_state(key, json.loads(json.dumps(state)))
+    assert _feed(after, [900], start=5) == []  # within the cooldown, as without a restart
+    assert _feed(after, [900], start=20) == []  # no baseline yet
+    seed = [
+        BaselineSample(
+            "simulated", "sim-small", "chat", "1m", BASE_NS + i * MINUTE_NS, 60, {"ttft_p95_ms": 400.0}, "local"
+        )
+        for i in range(21, 24)
+    ]
+    assert after.seed_samples(seed) == 3
+    assert [a.state for a in _feed(after, [900], start=24)] == ["firing"]
 
 
 def test_rules_name_ttfa_and_the_cache_hit_ratio() -> None:

@@ -26,6 +26,7 @@ def _sample(i: int, ttft_p95_ms: float, **overrides: object) -> BaselineSample:
         "provider": "simulated",
         "model": "sim-small",
         "workload": "chat",
+        "region": "local",
         "window": "1m",
         "window_end": BASE_NS + i * MINUTE_NS,
         "count": 60,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,14 @@ def test_up_status_idempotent_kill_down(tmp_path: Path) -> None:
     assert status["kafka"]["healthy"] and status["influx"]["healthy"]
     assert status["kafka"]["version"] == "4.1.1" and status["influx"]["version"] == "v2.9.1"
     assert status["influx"]["org"] == "tokenpulse" and status["influx"]["bucket"] == "tokenpulse"
+    assert status["influx"]["token"] == "***"  # masked unless --show-secrets
+    shown = json.loads(tokenpulse(home, "status", "--json", "--show-secrets").stdout)
+    token = shown["influx"]["token"]
+    assert len(token) > 20 and token == json.loads((home / "stack.json").read_text())["influx"]["token"]
+    # Files holding the token are owner-only, and so are the directories they are in.
+    assert stat.S_IMODE((home / "stack.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((Path(status["influx"]["data_dir"]) / "admin-token").stat().st_mode) == 0o600
     pids = (status["kafka"]["pid"], status["influx"]["pid"])
 
     again = tokenpulse(home, "up")
