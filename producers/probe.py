@@ -34,6 +34,7 @@ from tokenpulse.producers.adapters.wire import SocketReads
 from tokenpulse.producers.errors import ProbeFailure, WorkloadError
 from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig, PublishStats
 from tokenpulse.producers.scheduler import RetryAfterGate, Slot, StopCondition, run_closed_loop, run_open_loop
+from tokenpulse.producers.spool import SpoolError
 from tokenpulse.producers.stream import ChatRequest, StreamRecorder
 from tokenpulse.producers.timing import Prices, compute_metrics_columns, percentile
 from tokenpulse.producers.workload import ClosedSchedule, Endpoint, Prompt, Workload, load_prompts
@@ -186,10 +187,11 @@ class EndpointProbe:
         self.url = endpoint_url(endpoint)
         self.gate = RetryAfterGate(clocks.monotonic_ns, workload.max_retry_after_s)
         self.warmups_done = 0
+        self.stop: StopCondition | None = None
 
     async def run(self, rng: random.Random) -> None:
         total = self.workload.requests + self.workload.warmup_requests if self.workload.requests else None
-        stop = StopCondition(total, self.workload.duration_s, self.clocks.monotonic_ns)
+        stop = self.stop = StopCondition(total, self.workload.duration_s, self.clocks.monotonic_ns)
         schedule = self.workload.schedule
         if isinstance(schedule, ClosedSchedule):
             await run_closed_loop(schedule.concurrency, stop, self.gate, self.execute)
@@ -205,7 +207,12 @@ class EndpointProbe:
             self.warmups_done += 1
             return
         self.summary.add(event)
-        self.sink.publish(event)
+        try:
+            self.sink.publish(event)
+        except SpoolError:
+            if self.stop is not None:
+                self.stop.halt()  # the spool cannot keep what later requests would measure: stop probing
+            raise
         if self.on_event is not None:
             self.on_event(event)
 
@@ -363,6 +370,12 @@ async def run_workload_async(
     return summary
 
 
+def first_leaf(group: BaseExceptionGroup[SpoolError]) -> SpoolError:
+    """The first error of a (nested) group: what the CLI shows when the spool stopped the probe."""
+    first = group.exceptions[0]
+    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 def new_summary(workload: Workload) -> ProbeSummary:
     return ProbeSummary(
         workload=workload.name,
@@ -373,9 +386,12 @@ def new_summary(workload: Workload) -> ProbeSummary:
 
 def publisher_for(settings: Settings, workload: Workload, **overrides: object) -> KafkaPublisher:
     """A publisher to ``settings.topics.request_timings`` with a spool under ``settings.data_dir``."""
-    spool = Path(settings.data_dir) / "spool" / f"{default_probe_id(workload)}.jsonl"
+    spool = Path(settings.data_dir) / "spool" / f"{default_probe_id(workload)}.sqlite"
     config = PublisherConfig(
-        bootstrap=settings.kafka_bootstrap, topic=settings.topics.request_timings, spool_path=spool
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topics.request_timings,
+        spool_path=spool,
+        spool_max_bytes=settings.spool_max_bytes,
     )
     if overrides:
         config = PublisherConfig(**{**{k: getattr(config, k) for k in PublisherConfig.__slots__}, **overrides})  # type: ignore[arg-type]
@@ -408,9 +424,13 @@ def run_workload(
     if switch_interval_s is not None:
         sys.setswitchinterval(switch_interval_s)
     try:
-        result = run_async(
-            run_workload_async(workload, publisher, api_keys=api_keys, on_event=on_event, summary=summary), event_loop
-        )
+        try:
+            result = run_async(
+                run_workload_async(workload, publisher, api_keys=api_keys, on_event=on_event, summary=summary),
+                event_loop,
+            )
+        except* SpoolError as group:
+            raise first_leaf(group) from None
         publisher.drain(drain_timeout_s)
     finally:
         stats = publisher.close()

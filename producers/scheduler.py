@@ -88,6 +88,10 @@ class StopCondition:
     def start(self) -> None:
         self._start_ns = self._clock()
 
+    def halt(self) -> None:
+        """End the schedule now: every later ``take`` returns ``None``."""
+        self.max_requests = self.issued
+
     def take(self) -> int | None:
         """The next slot index, or ``None`` when the schedule is over."""
         if self.max_requests is not None and self.issued >= self.max_requests:

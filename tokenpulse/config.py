@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     influx_org: str = "tokenpulse"
     influx_bucket: str = "tokenpulse"
     data_dir: Path = Field(default_factory=lambda: default_home() / "data", description="local state (spool, worker)")
+    spool_max_bytes: int = Field(
+        1 << 30,
+        gt=0,
+        description="the probe's spool bound (undelivered events); when full the probe stops with an error",
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
