@@ -40,7 +40,7 @@ def test_the_probe_publisher_creates_its_topic_with_the_configured_partitions(
     kafka_bootstrap: str, topic_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     topic = topic_name("timings")
-    publisher = KafkaPublisher(PublisherConfig(kafka_bootstrap, topic, tmp_path / "spool.jsonl", partitions=4))
+    publisher = KafkaPublisher(PublisherConfig(kafka_bootstrap, topic, tmp_path / "spool.sqlite", partitions=4))
     publisher.publish(make_timing())
     publisher.drain(30)
     stats = publisher.close()
