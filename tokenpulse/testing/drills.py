@@ -148,7 +148,7 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.
         try:
             if predicate():
                 return time.monotonic() - started
-        except Exception:  # noqa: BLE001 - a service coming back refuses connections for a while
+        except Exception:
             pass
         time.sleep(poll_s)
     raise AssertionError(f"not reached within {timeout_s} s")
