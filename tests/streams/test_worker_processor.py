@@ -9,13 +9,13 @@ from tokenpulse.schemas import encode
 from tokenpulse.streams.app import WindowProcessor, WorkerConfig
 from tokenpulse.streams.engine import PartitionWindows
 from tokenpulse.testing import FakeClock
-from tokenpulse.testing.streams import DEFAULT_START_NS, TimingFactory, TimingKey
+from tokenpulse.testing.streams import DEFAULT_START_NS, HISTORICAL_MAX_AGE, TimingFactory, TimingKey
 
 S = 1_000_000_000
 
 
 def processor_with(clock, table=None):
-    config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0)
+    config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0, max_event_age=HISTORICAL_MAX_AGE)
     return WindowProcessor(
         config,
         table=table or SimpleNamespace(data={}),
@@ -67,7 +67,7 @@ def test_idle_partition_event_time_follows_wall_time_and_closes_the_last_window(
 
 def test_assigned_partitions_are_restored_eagerly_and_quiet_ones_still_close():
     clock = FakeClock()
-    config = WorkerConfig(windows=("1m",), grace="5s")
+    config = WorkerConfig(windows=("1m",), grace="5s", max_event_age=HISTORICAL_MAX_AGE)
     before = PartitionWindows(2, config.window_config())
     event = TimingFactory(seed=3).event(TimingKey("sim", "m"), DEFAULT_START_NS + 30 * S)
     before.handle(7, event)
@@ -113,7 +113,7 @@ def journaled_processor(journal, windows=("1m",)):
         send_changelog=lambda partition, key, value: changelog._sent(key),
         app=SimpleNamespace(producer=SimpleNamespace(flush=flush_producer)),
     )
-    config = WorkerConfig(windows=windows, grace="5s")
+    config = WorkerConfig(windows=windows, grace="5s", max_event_age=HISTORICAL_MAX_AGE)
     return WindowProcessor(
         config,
         table=table,

@@ -30,7 +30,7 @@ from tokenpulse.streams.metrics import WorkerCollector
 from tokenpulse.testing.metrics import Samples
 from tokenpulse.testing.producers import FakeProducer
 from tokenpulse.testing.sinks import make_timing
-from tokenpulse.testing.streams import DEFAULT_START_NS, TimingFactory, TimingKey
+from tokenpulse.testing.streams import DEFAULT_START_NS, HISTORICAL_MAX_AGE, TimingFactory, TimingKey
 
 S = 1_000_000_000
 
@@ -70,7 +70,7 @@ def worker_processor() -> tuple[WindowProcessor, ResolvedTopic]:
         send_changelog=lambda partition, key, value: changelog.resolved(),
         app=SimpleNamespace(producer=SimpleNamespace(flush=flush_producer)),
     )
-    config = WorkerConfig(windows=("1m",), grace="5s")
+    config = WorkerConfig(windows=("1m",), grace="5s", max_event_age=HISTORICAL_MAX_AGE)
     processor = WindowProcessor(
         config, table=table, stats_topic=stats, dlq_topic=ResolvedTopic(), source_topic="t.request-timings"
     )
