@@ -7,6 +7,7 @@ against the simulator's ground truth: every request it answered is in InfluxDB o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -22,7 +23,10 @@ import yaml
 
 __all__ = [
     "DrillCounts",
+    "DrillPipeline",
+    "DrillReport",
     "PipelineProcess",
+    "answered_requests",
     "influx_event_ids",
     "pipeline_env",
     "tracebacks",
@@ -173,3 +177,140 @@ class DrillCounts:
             lost=len(answered - set(stored)),
             extra=len(set(stored) - answered),
         )
+
+
+DRILL_WINDOW = "10s"
+DRILL_WINDOW_NS = 10 * 1_000_000_000
+
+
+class DrillPipeline:
+    """Probe -> Kafka -> worker -> sink -> InfluxDB, each a subprocess, for one drill.
+
+    Windows are 10 s with 2 s grace and a 3 s idle close, so the last window closes soon after the probe
+    stops. ``verify`` compares InfluxDB with the simulator's ground truth and with the exact windows of
+    the events read back from Kafka.
+    """
+
+    def __init__(self, tmp_path: Path, bootstrap: str, topic_prefix: str, influx: Any) -> None:
+        self.tmp_path = tmp_path
+        self.bootstrap = bootstrap
+        self.topic_prefix = topic_prefix
+        self.influx = influx
+        self.env = pipeline_env(bootstrap, topic_prefix, tmp_path / "data", influx)
+        self.processes: list[PipelineProcess] = []
+
+    def process(self, name: str, *args: str) -> PipelineProcess:
+        proc = PipelineProcess(list(args), self.env, self.tmp_path / f"{name}-{len(self.processes)}.log")
+        self.processes.append(proc)
+        return proc
+
+    def worker(self) -> PipelineProcess:
+        args = ("worker", "--windows", DRILL_WINDOW, "--grace", "2s", "--idle-close", "3", "--log-level", "warning")
+        return self.process("worker", *args).start()
+
+    def sink(self) -> PipelineProcess:
+        return self.process("sink", "sink").start()
+
+    def probe(self, base_url: str, *, rate_per_s: float, duration_s: float, name: str = "drill") -> PipelineProcess:
+        workload = write_workload(
+            self.tmp_path / f"{name}.yaml", base_url, name=name, rate_per_s=rate_per_s, duration_s=duration_s
+        )
+        return self.process("probe", "probe", "-w", str(workload), "--no-live").start()
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+
+    def kafka_events(self) -> list[Any]:
+        """Every event on the request-timings topic, first copy of each ``event_id`` (duplicates are the
+        worker's to absorb)."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        from tokenpulse.schemas import RequestTiming, decode
+        from tokenpulse.testing.streams import consume_all
+
+        topic = f"{self.topic_prefix}.request-timings"
+        probe = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+        try:
+            partitions = [TopicPartition(topic, p) for p in sorted(probe.partitions_for_topic(topic) or [])]
+            total = sum(probe.end_offsets(partitions).values())
+        finally:
+            probe.close()
+        records = consume_all(self.bootstrap, topic, until=lambda r: len(r) >= total, timeout_s=60)
+        seen: dict[str, Any] = {}
+        for record in records:
+            if record.value is not None:
+                event = decode(RequestTiming, record.value)
+                seen.setdefault(str(event.event_id), event)
+        return list(seen.values())
+
+    def influx_windows(self) -> dict[int, int]:
+        """``count`` of every 10 s window in InfluxDB, by window end (ns)."""
+        query = (
+            f'from(bucket: "{self.influx.bucket}") |> range(start: 0) '
+            f'|> filter(fn: (r) => r._measurement == "llm_window" and r._field == "count" '
+            f'and r.window == "{DRILL_WINDOW}") |> group() |> keep(columns: ["_time", "_value"])'
+        )
+        with self.influx.client(timeout=30_000) as client:
+            tables = client.query_api().query(query)
+        windows: dict[int, int] = {}
+        for table in tables:
+            for record in table.records:
+                windows[int(record.get_time().timestamp() * 1e9)] = int(record.get_value())
+        return windows
+
+    def verify(self, answered: set[str], timeout_s: float = 120.0) -> DrillReport:
+        """Wait for every answered request and every exact window in InfluxDB; report what holds."""
+        from tokenpulse.testing.streams import exact_windows
+
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: set(influx_event_ids(self.influx)) >= answered, timeout_s)
+        events = self.kafka_events()
+        expected = {key[-1]: window.count for key, window in exact_windows(events, DRILL_WINDOW_NS).items()}
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: self.influx_windows() == expected, 60)
+        stored = influx_event_ids(self.influx)
+        found = self.influx_windows()
+        wrong = {end: (count, found.get(end)) for end, count in expected.items() if found.get(end) != count}
+        extra = {end: count for end, count in found.items() if end not in expected}
+        return DrillReport(
+            DrillCounts.of(answered, stored),
+            kafka_events=len(events),
+            windows=len(expected),
+            wrong_windows=wrong,
+            extra_windows=extra,
+            tracebacks=tracebacks(*self.processes),
+        )
+
+
+@dataclass
+class DrillReport:
+    """A drill's outcome: the counts, the windows checked, and any traceback in the processes' logs."""
+
+    counts: DrillCounts
+    kafka_events: int
+    windows: int
+    wrong_windows: dict[int, tuple[int, int | None]]
+    extra_windows: dict[int, int]
+    tracebacks: list[str]
+    recovery_s: dict[str, float] = field(default_factory=dict)
+
+    def line(self, name: str) -> str:
+        c = self.counts
+        back = ", ".join(f"{what} back in {s:.1f} s" for what, s in self.recovery_s.items())
+        return (
+            f"DRILL {name}: sent {c.sent}, stored {c.stored}, duplicates {c.duplicates}, lost {c.lost}, extra "
+            f"{c.extra}; windows {self.windows} checked, {len(self.wrong_windows)} wrong; {back}"
+        )
+
+    def assert_exact(self) -> None:
+        c = self.counts
+        assert c.lost == 0 and c.duplicates == 0 and c.extra == 0, c
+        assert not self.wrong_windows and not self.extra_windows, (self.wrong_windows, self.extra_windows)
+        assert self.windows > 0
+        assert not self.tracebacks, self.tracebacks[0]
+
+
+def answered_requests(sim: Any) -> set[str]:
+    """Request ids the simulator answered in full (its ground truth)."""
+    return {rid for rid, row in sim.ground_truth().items() if row["outcome"] == "ok"}
