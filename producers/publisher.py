@@ -133,6 +133,19 @@ def kafka_producer(config: PublisherConfig) -> KafkaProducer:
 Outcome = tuple[int, BaseException | None]
 
 
+def close_producer(producer: Any, timeout_s: float) -> None:
+    """Close a kafka-python producer even when the broker is away.
+
+    Its ``close(timeout)`` flushes first and raises ``KafkaTimeoutError`` without closing when the flush
+    times out. What it still holds is in the spool, so it is dropped and the client closed at once.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaTimeoutError:
+        producer.flush = lambda timeout=None: None
+        producer.close(timeout=0)
+
+
 class KafkaPublisher:
     """``publish(event)`` from any thread; ``close()`` flushes and leaves anything unacknowledged in the spool."""
 
@@ -445,7 +458,7 @@ class KafkaPublisher:
                 )
             else:
                 self._unwritten.clear()
-            producer.close(timeout=timeout_s)
+            close_producer(producer, timeout_s)
         if not self._sender.is_alive():
             self._settle()
         if self._unwritten:

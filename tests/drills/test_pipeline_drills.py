@@ -34,7 +34,8 @@ def test_broker_sigkilled_and_restarted_while_probing(
         with SimulatorProcess(SIMULATOR) as sim:
             pipeline.worker()
             pipeline.sink()
-            probe = pipeline.probe(sim.endpoint_url("fast"), rate_per_s=20, duration_s=30)
+            # Long enough to outlast the outage: a broker restarted after SIGKILL took 30-42 s here.
+            probe = pipeline.probe(sim.endpoint_url("fast"), rate_per_s=10, duration_s=90)
             # The worker is up (it has written a window): faust exits if the broker is away while it starts.
             wait_for(lambda: len(pipeline.influx_windows()) >= 1 and stored(influx) >= 20, 90)
             restartable_kafka.kill()
