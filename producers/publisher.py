@@ -130,7 +130,7 @@ def kafka_producer(config: PublisherConfig) -> KafkaProducer:
     )
 
 
-Outcome = tuple[int, BaseException | None]
+Outcome = tuple[int, int, BaseException | None]  # (producer generation, seq, error or None)
 
 
 def close_producer(producer: Any, timeout_s: float) -> None:
@@ -164,6 +164,7 @@ class KafkaPublisher:
         self._inflight: collections.OrderedDict[int, SpooledRecord] = collections.OrderedDict()
         self._results: dict[int, bool] = {}  # seq -> acknowledged (True) / failed and to re-send (False)
         self._rewinding = False
+        self._generation = 0  # bumped with every new producer: outcomes of an older one are ignored
         self._outage_logged = False
         self._broker_away = False  # a connection or a delivery failed, and nothing was acknowledged since
         # Rows at or below this seq waited for the broker: their deliveries count as replays.
@@ -352,12 +353,12 @@ class KafkaPublisher:
                     return
                 self._inflight[record.seq] = record
                 self._cursor = record.seq
-                future.add_both(self._on_outcome, record.seq)
+                future.add_both(self._on_outcome, self._generation, record.seq)
             room = self.config.max_in_flight - len(self._inflight)
 
-    def _on_outcome(self, seq: int, result: Any) -> None:
+    def _on_outcome(self, generation: int, seq: int, result: Any) -> None:
         # kafka-python calls this from its sender thread: only hand the outcome over.
-        self._outcomes.put((seq, result if isinstance(result, BaseException) else None))
+        self._outcomes.put((generation, seq, result if isinstance(result, BaseException) else None))
 
     def _dead_letter(self, record: SpooledRecord, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {exc}"
@@ -371,12 +372,12 @@ class KafkaPublisher:
         """Apply the producer's outcomes: delete the acknowledged prefix, dead-letter, rewind on failure."""
         while True:
             try:
-                seq, exc = self._outcomes.get_nowait()
+                generation, seq, exc = self._outcomes.get_nowait()
             except queue.Empty:
                 break
             record = self._inflight.get(seq)
-            if record is None:
-                continue
+            if record is None or generation != self._generation:
+                continue  # a producer given up on: its late acks only cost a re-send (deduplicated downstream)
             if exc is None:
                 self._outage_logged = self._broker_away = False
                 self._results[seq] = True
@@ -399,7 +400,7 @@ class KafkaPublisher:
                 self._results[seq] = False
                 self._rewinding = True
         self._delete_acknowledged_prefix()
-        if self._rewinding and len(self._results) == len(self._inflight):
+        if self._rewinding:
             self._restart_sending()
 
     def _delete_acknowledged_prefix(self) -> None:
@@ -415,8 +416,17 @@ class KafkaPublisher:
             self.spool.delete_through(last, count, nbytes)
 
     def _restart_sending(self) -> None:
-        # Every in-flight send has its outcome and the first one failed: forget the acknowledged ones
-        # (one by one: they are not a prefix) and send again from the oldest row still in the spool.
+        # A delivery failed (the broker is away past delivery_timeout_ms). kafka-python's idempotent producer
+        # does not reliably resume after expired batches, so it is closed (what it still holds is in the
+        # spool) and a new one is made on the next attempt; sending starts again from the oldest row not
+        # acknowledged. Acknowledged rows are forgotten one by one (they are not a prefix).
+        producer, self._producer = self._producer, None
+        self._generation += 1
+        if producer is not None:
+            try:
+                close_producer(producer, 0)
+            except Exception as exc:
+                log.info("closing the failed producer: %s", type(exc).__name__)
         for seq, acked in list(self._results.items()):
             if acked:
                 self.spool.delete(self._inflight.pop(seq))
