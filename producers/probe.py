@@ -188,6 +188,7 @@ class EndpointProbe:
         self.gate = RetryAfterGate(clocks.monotonic_ns, workload.max_retry_after_s)
         self.warmups_done = 0
         self.stop: StopCondition | None = None
+        self.failure: SpoolError | None = None
 
     async def run(self, rng: random.Random) -> None:
         total = self.workload.requests + self.workload.warmup_requests if self.workload.requests else None
@@ -199,6 +200,8 @@ class EndpointProbe:
             await run_open_loop(
                 schedule.rate_per_s, stop, self.gate, self.execute, rng=rng, clock=self.clocks.monotonic_ns
             )
+        if self.failure is not None:
+            raise self.failure
 
     async def execute(self, slot: Slot) -> None:
         prompt = self.prompts[slot.index % len(self.prompts)]
@@ -209,10 +212,12 @@ class EndpointProbe:
         self.summary.add(event)
         try:
             self.sink.publish(event)
-        except SpoolError:
+        except SpoolError as exc:
+            # The spool cannot keep what later requests would measure: stop probing; ``run`` raises it.
+            self.failure = self.failure or exc
             if self.stop is not None:
-                self.stop.halt()  # the spool cannot keep what later requests would measure: stop probing
-            raise
+                self.stop.halt()
+            return
         if self.on_event is not None:
             self.on_event(event)
 

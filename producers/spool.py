@@ -159,8 +159,9 @@ class Spool:
             if self._pending_bytes + self._reserved_bytes + nbytes > self.max_bytes:
                 raise SpoolFullError(
                     f"the spool {self.path} is full: {self._pending_bytes + self._reserved_bytes:,} bytes of "
-                    f"undelivered events against spool_max_bytes={self.max_bytes:,}. Kafka has not acknowledged "
-                    "them; bring the broker back (they are replayed in order) or raise spool_max_bytes"
+                    f"undelivered events against spool_max_bytes={self.max_bytes:,}; the probe stops, and the "
+                    "event that did not fit is not kept. Kafka has not acknowledged the spooled ones: bring the "
+                    "broker back (they are replayed in order) or raise spool_max_bytes (TOKENPULSE_SPOOL_MAX_BYTES)"
                 )
             self._reserved_bytes += nbytes
 

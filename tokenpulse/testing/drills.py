@@ -244,32 +244,41 @@ class DrillPipeline:
                 seen.setdefault(str(event.event_id), event)
         return list(seen.values())
 
-    def influx_windows(self) -> dict[int, int]:
-        """``count`` of every 10 s window in InfluxDB, by window end (ns)."""
+    def influx_windows(self) -> dict[tuple[str, str, int], int]:
+        """``count`` of every 10 s window in InfluxDB, by provider, model and window end (ns)."""
         query = (
             f'from(bucket: "{self.influx.bucket}") |> range(start: 0) '
             f'|> filter(fn: (r) => r._measurement == "llm_window" and r._field == "count" '
-            f'and r.window == "{DRILL_WINDOW}") |> group() |> keep(columns: ["_time", "_value"])'
+            f'and r.window == "{DRILL_WINDOW}") |> group() |> keep(columns: ["_time", "_value", "provider", "model"])'
         )
         with self.influx.client(timeout=30_000) as client:
             tables = client.query_api().query(query)
-        windows: dict[int, int] = {}
+        windows: dict[tuple[str, str, int], int] = {}
         for table in tables:
             for record in table.records:
-                windows[int(record.get_time().timestamp() * 1e9)] = int(record.get_value())
+                end_ns = round(record.get_time().timestamp()) * 1_000_000_000  # window ends are whole seconds
+                windows[(record.values["provider"], record.values["model"], end_ns)] = int(record.get_value())
         return windows
 
-    def verify(self, answered: set[str], timeout_s: float = 120.0) -> DrillReport:
-        """Wait for every answered request and every exact window in InfluxDB; report what holds."""
+    def verify(
+        self, answered: set[str], timeout_s: float = 120.0, *, windowed: Sequence[Any] | None = None
+    ) -> DrillReport:
+        """Wait for every answered request and every exact window in InfluxDB; report what holds.
+
+        The exact windows are those of the events on Kafka, or of ``windowed`` when given (the events the
+        worker must window: a drill that also sends events the worker rejects).
+        """
         from tokenpulse.testing.streams import exact_windows
 
         with contextlib.suppress(AssertionError):
             wait_for(lambda: set(influx_event_ids(self.influx)) >= answered, timeout_s)
-        events = self.kafka_events()
-        expected = {key[-1]: window.count for key, window in exact_windows(events, DRILL_WINDOW_NS).items()}
+        events = self.kafka_events() if windowed is None else list(windowed)
+        expected = {(k[0], k[1], k[-1]): w.count for k, w in exact_windows(events, DRILL_WINDOW_NS).items()}
         with contextlib.suppress(AssertionError):
             wait_for(lambda: self.influx_windows() == expected, 60)
         stored = influx_event_ids(self.influx)
+        if windowed is not None:
+            stored = Counter({event_id: n for event_id, n in stored.items() if event_id in answered})
         found = self.influx_windows()
         wrong = {end: (count, found.get(end)) for end, count in expected.items() if found.get(end) != count}
         extra = {end: count for end, count in found.items() if end not in expected}
@@ -290,8 +299,8 @@ class DrillReport:
     counts: DrillCounts
     kafka_events: int
     windows: int
-    wrong_windows: dict[int, tuple[int, int | None]]
-    extra_windows: dict[int, int]
+    wrong_windows: dict[tuple[str, str, int], tuple[int, int | None]]
+    extra_windows: dict[tuple[str, str, int], int]
     tracebacks: list[str]
     recovery_s: dict[str, float] = field(default_factory=dict)
 
