@@ -106,6 +106,7 @@ class _Gap:
     """A partition whose next offset (``expected``) was skipped by the consumer."""
 
     expected: int
+    first_held: int
     sought: bool = False
     log_start: int | None = None
 
@@ -192,6 +193,8 @@ class WindowProcessor:
 
         The first time, no: seek back to ``expected``. If the partition's log starts after ``expected``
         (the missing offsets were deleted by retention; ``take_seeks`` learns that from the broker), yes.
+        If, read again from ``expected`` after the seek, the first record is at ``offset`` (at most the one
+        first held back), yes: the broker has no record in between (transaction markers, compaction).
         """
         gap = self._gaps.get(partition)
         if gap is None or gap.expected != expected:
@@ -203,7 +206,7 @@ class WindowProcessor:
                 expected,
                 expected,
             )
-            self._gaps[partition] = _Gap(expected)
+            self._gaps[partition] = _Gap(expected, offset)
             return False
         if gap.log_start is not None and gap.log_start > expected:
             log.warning(
@@ -213,6 +216,16 @@ class WindowProcessor:
                 gap.log_start - 1,
                 gap.log_start,
                 offset,
+            )
+            return True
+        if gap.sought and offset <= gap.first_held:
+            # Read again from the missing offset, the broker's first record is this one: there is no record
+            # at expected..offset-1 (transaction markers, or compacted away). Waiting would hold it forever.
+            log.info(
+                "partition %d: offsets %d..%d hold no record (transaction markers or compaction); continuing",
+                partition,
+                expected,
+                offset - 1,
             )
             return True
         return False
@@ -342,6 +355,11 @@ class WindowProcessor:
         """Forget partitions this worker no longer owns (their state lives on in the changelog)."""
         dropped = list(partitions)
         self.core.drop(dropped)
+        # faust's table keeps every key it read or was given; a revoked partition's keys are the next
+        # owner's, and are read again from the changelog if the partition comes back.
+        gone = set(dropped)
+        for key in [k for k in list(self.table.data) if record_partition(k) in gone]:
+            self.table.data.pop(key, None)
         for partition in dropped:
             self._applied.pop(partition, None)
             self._gaps.pop(partition, None)
