@@ -397,6 +397,7 @@ def publisher_for(settings: Settings, workload: Workload, **overrides: object) -
         topic=settings.topics.request_timings,
         spool_path=spool,
         spool_max_bytes=settings.spool_max_bytes,
+        spool_fsync=settings.spool_fsync,
     )
     if overrides:
         config = PublisherConfig(**{**{k: getattr(config, k) for k in PublisherConfig.__slots__}, **overrides})  # type: ignore[arg-type]

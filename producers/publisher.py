@@ -94,6 +94,8 @@ class PublisherConfig:
     partitions: int = REQUEST_TIMINGS_PARTITIONS
     """Partitions of the topic if the publisher has to create it."""
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    spool_fsync: bool = True
+    """fsync every group commit (survives a power cut); ``False``: survives a process crash only, cheaper."""
     group_commit_ms: float = 5.0
     """How long the thread gathers events into one spool transaction (one fsync)."""
     max_in_flight: int = 20_000
@@ -151,7 +153,7 @@ class KafkaPublisher:
 
     def __init__(self, config: PublisherConfig, producer_factory: ProducerFactory = kafka_producer) -> None:
         self.config = config
-        self.spool = Spool(config.spool_path, config.spool_max_bytes)
+        self.spool = Spool(config.spool_path, config.spool_max_bytes, fsync=config.spool_fsync)
         self.stats = PublishStats()
         self._factory = producer_factory
         self._producer: Any = None

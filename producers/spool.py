@@ -1,6 +1,8 @@
 """The probe's write-ahead spool: every event is on local disk before Kafka sees it, until Kafka acks it.
 
-One SQLite database per probe id (standard library ``sqlite3``, WAL journal, ``synchronous=FULL``): a
+One SQLite database per probe id (standard library ``sqlite3``, WAL journal, ``synchronous=FULL`` by
+default, so a commit survives a power cut; ``fsync=False`` gives ``NORMAL``, which survives a crash of the
+process, SIGKILL included, but not of the machine, for about a tenth of the CPU per commit): a
 record is a row ``(seq, topic, key, value)`` whose ``seq`` gives the send order. The publisher appends a
 batch in one transaction (its group commit), sends rows in ``seq`` order from a cursor (a row is read once
 per connection to the broker, never re-read while it is in flight), and deletes the acknowledged prefix in
@@ -95,7 +97,7 @@ def _create_private(path: Path) -> None:
 class Spool:
     """A SQLite write-ahead spool of Kafka records. Thread-safe; meant for one writer thread."""
 
-    def __init__(self, path: Path, max_bytes: int = DEFAULT_SPOOL_MAX_BYTES) -> None:
+    def __init__(self, path: Path, max_bytes: int = DEFAULT_SPOOL_MAX_BYTES, *, fsync: bool = True) -> None:
         if max_bytes <= 0:
             raise SpoolError(f"spool_max_bytes must be positive (got {max_bytes}); the default is 1 GiB")
         self.path = path
@@ -111,8 +113,9 @@ class Spool:
                 _create_private(path.with_name(path.name + suffix))
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk (the WAL fsync'd) when it returns, so a power cut keeps it too.
-            self._db.execute("PRAGMA synchronous=FULL")
+            # FULL: a commit is on disk (the WAL fsync'd) when it returns, so a power cut keeps it too. Here
+            # that fsync cost about 390 us of CPU and 5.7 ms of wall time per commit; NORMAL 49 us and 0.2 ms.
+            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.execute(_SCHEMA)
             row = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(topic) + COALESCE(LENGTH(key), 0) + LENGTH(value)), 0)"

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         gt=0,
         description="the probe's spool bound (undelivered events); when full the probe stops with an error",
     )
+    spool_fsync: bool = Field(
+        True, description="fsync the spool on every group commit (false: survives a process crash, not a power cut)"
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
