@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -66,7 +67,11 @@ def test_a_read_only_spool_directory_stops_the_probe_with_a_clear_error(
     spool_dir = tmp_path / "data" / "spool"
     spool_dir.mkdir(parents=True)
     env = pipeline_env(kafka_bootstrap, topic_prefix, tmp_path / "data")
-    subprocess.run(["chattr", "+i", str(spool_dir)], check=True)  # read-only even for root
+    as_root = os.geteuid() == 0
+    if as_root:
+        subprocess.run(["chattr", "+i", str(spool_dir)], check=True)  # read-only even for root
+    else:
+        spool_dir.chmod(0o500)
     try:
         with SimulatorProcess(SIMULATOR) as sim:
             workload = write_workload(
@@ -76,7 +81,9 @@ def test_a_read_only_spool_directory_stops_the_probe_with_a_clear_error(
             code = probe.start().wait(60)
             answered = answered_requests(sim)
     finally:
-        subprocess.run(["chattr", "-i", str(spool_dir)], check=True)
+        if as_root:
+            subprocess.run(["chattr", "-i", str(spool_dir)], check=True)
+        spool_dir.chmod(0o700)
     output = probe.log()
     print(f"\nDRILL read-only spool: exit {code}, requests answered {len(answered)}: {output.strip()[-300:]}")
     assert code == 2 and "cannot open the spool" in output and "writable data directory" in output
