@@ -132,6 +132,34 @@ class Spool:
             ) from exc
         self._pending_count, self._pending_bytes = int(row[0]), int(row[1])
         self._reserved_bytes = 0
+        self._import_jsonl_spool(path.with_suffix(".jsonl"))
+
+    def _import_jsonl_spool(self, legacy: Path) -> None:
+        """Take over the undelivered records of the JSONL spool that tokenpulse used before this one.
+
+        That spool was ``<probe id>.jsonl`` with ``<probe id>.jsonl.offset`` (bytes confirmed delivered);
+        its records after the offset are appended here in order, and it is renamed ``.imported``.
+        """
+        if not legacy.exists():
+            return
+        offset_path = legacy.with_name(legacy.name + ".offset")
+        try:
+            confirmed = int(offset_path.read_text().strip() or "0") if offset_path.exists() else 0
+        except ValueError:
+            confirmed = 0
+        data = legacy.read_bytes()[confirmed:]
+        rows: list[tuple[str, bytes | None, bytes]] = []
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # a torn last line was never acknowledged to the probe
+            row = orjson.loads(line)
+            key = row["key"].encode() if row["key"] is not None else None
+            rows.append((row["topic"], key, row["value"].encode()))
+        if rows:
+            self.append(rows)
+        legacy.rename(legacy.with_name(legacy.name + ".imported"))
+        if offset_path.exists():
+            offset_path.rename(offset_path.with_name(offset_path.name + ".imported"))
 
     def __repr__(self) -> str:
         return f"Spool({str(self.path)!r}, pending={self._pending_count}, pending_bytes={self._pending_bytes})"

@@ -150,3 +150,14 @@ def test_sigkill_at_any_instant_keeps_every_committed_record(tmp_path: Path) -> 
         assert seqs == list(range(1, len(seqs) + 1)) and max(seqs) >= max(confirmed)
         assert sqlite3.connect(tmp_path / "k.sqlite").execute("PRAGMA integrity_check").fetchone() == ("ok",)
         spool.close()
+
+
+def test_the_undelivered_records_of_the_old_jsonl_spool_are_taken_over(tmp_path: Path) -> None:
+    lines = [orjson.dumps({"topic": "t", "key": "k/m", "value": f"v{i}"}) + b"\n" for i in range(3)]
+    (tmp_path / "p.jsonl").write_bytes(b"".join(lines) + b'{"topic": "t", "ke')  # a torn tail
+    (tmp_path / "p.jsonl.offset").write_text(str(len(lines[0])))  # the first one was delivered
+    spool = Spool(tmp_path / "p.sqlite")
+    assert [(r.key, r.value) for r in spool.read_after(0)] == [(b"k/m", b"v1"), (b"k/m", b"v2")]
+    assert not (tmp_path / "p.jsonl").exists() and (tmp_path / "p.jsonl.imported").exists()
+    spool.close()
+    assert Spool(tmp_path / "p.sqlite").pending_count() == 2  # imported once
