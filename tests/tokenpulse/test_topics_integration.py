@@ -79,3 +79,10 @@ def test_several_topics_at_once_create_only_the_missing_ones(
     old, new = topic_name("old"), topic_name("new")
     create(kafka_bootstrap, old, 2)
     assert ensure_topics(kafka_bootstrap, {old: 6, new: 3}) == {old: 2, new: 3}
+
+
+def test_the_worker_reads_the_brokers_default_replication_factor(kafka_bootstrap: str) -> None:
+    from tokenpulse.topics import broker_default_replication
+
+    assert broker_default_replication(kafka_bootstrap) == 1  # the single-node test broker's default
+    assert broker_default_replication("127.0.0.1:1", request_timeout_ms=500) == 1  # unreachable: 1, logged
