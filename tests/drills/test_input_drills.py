@@ -84,7 +84,7 @@ def test_a_read_only_spool_directory_stops_the_probe_with_a_clear_error(
         if as_root:
             subprocess.run(["chattr", "-i", str(spool_dir)], check=True)
         spool_dir.chmod(0o700)
-    output = probe.log()
+    output = " ".join(probe.log().split())  # the CLI's console wraps long lines
     print(f"\nDRILL read-only spool: exit {code}, requests answered {len(answered)}: {output.strip()[-300:]}")
     assert code == 2 and "cannot open the spool" in output and "writable data directory" in output
     assert not answered  # nothing probed that could not be kept
@@ -116,7 +116,7 @@ def test_a_full_spool_stops_the_probe_and_keeps_every_event_it_took(
         report = pipeline.verify(answered, timeout_s=10)
     finally:
         pipeline.stop()
-    output = probe.log()
+    output = " ".join(probe.log().split())  # the CLI's console wraps long lines
     refused = answered_full - set(influx_event_ids(influx))
     print(
         "\n"
