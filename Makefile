@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test lint pytest bench clean
+.PHONY: setup demo test lint pytest drills bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ pytest: setup
 	$(BIN)/pytest
 
 test: lint pytest
+
+# Only the fault drills (they also run in `make test`): SIGKILLed services, adversarial clocks, bad spool disks.
+drills: setup
+	$(BIN)/pytest -m faults -s
 
 # Every benchmark against the local stack (started if needed); each prints its own baseline and ratios.
 bench: setup

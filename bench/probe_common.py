@@ -79,7 +79,7 @@ def kafka_publisher(enabled: bool) -> Iterator[KafkaPublisher | None]:
         raise SystemExit('--kafka needs a broker: eval "$(.venv/bin/tokenpulse stack env --home /tmp/tphome)"')
     with tempfile.TemporaryDirectory() as tmp:
         topic = f"bench-probe-{uuid.uuid4().hex[:8]}"
-        publisher = KafkaPublisher(PublisherConfig(bootstrap=bootstrap, topic=topic, spool_path=Path(tmp) / "s.jsonl"))
+        publisher = KafkaPublisher(PublisherConfig(bootstrap=bootstrap, topic=topic, spool_path=Path(tmp) / "s.sqlite"))
         try:
             yield publisher
         finally:

@@ -36,12 +36,15 @@ def child(args: argparse.Namespace) -> None:
     import faust
 
     from tokenpulse.streams.app import WorkerConfig, build_worker, faust_settings, tune_runtime
+    from tokenpulse.testing.streams import HISTORICAL_MAX_AGE
 
     tune_runtime()  # the same for both agents: uvloop and the GC threshold
     from tokenpulse.config import load_settings
 
     settings = load_settings()
-    config = WorkerConfig(partitions=args.partitions, app_id=args.group, log_level="warning")
+    config = WorkerConfig(
+        partitions=args.partitions, app_id=args.group, log_level="warning", max_event_age=HISTORICAL_MAX_AGE
+    )
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     profiler = cProfile.Profile() if args.profile else None
@@ -194,6 +197,7 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
     from kafka import KafkaConsumer
 
     from tokenpulse.streams.cli import worker_argv
+    from tokenpulse.testing.streams import HISTORICAL_MAX_AGE
 
     topic = f"{env['TOKENPULSE_TOPIC_PREFIX']}.request-timings"
     probe = KafkaConsumer(bootstrap_servers=env["TOKENPULSE_KAFKA_BOOTSTRAP"], group_id=group, enable_auto_commit=False)
@@ -206,7 +210,9 @@ def drain_time(workers: int, group: str, env: dict[str, str], args: argparse.Nam
             f"  backlog per partition {dict(sorted(backlog.items()))}: "
             f"an even split of the partitions allows at most x{bound:.2f}"
         )
-    argv = worker_argv(partitions=args.partitions, extra=("--app-id", group, "--log-level", "info"))
+    argv = worker_argv(
+        partitions=args.partitions, max_event_age=HISTORICAL_MAX_AGE, extra=("--app-id", group, "--log-level", "info")
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = [(data_dir / f"w{i}.log").open("wb") for i in range(workers)]  # rebalances and restores, for reading
     procs = [

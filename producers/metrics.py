@@ -103,9 +103,23 @@ class PublisherCollector(Collector):
         totals: list[tuple[str, str, Any]] = [
             ("events_published", "events handed to the publisher", stats.published),
             ("events_delivered", "events Kafka acknowledged (replays from the spool included)", stats.delivered),
-            ("events_spooled", "events written to the spool while Kafka was away", stats.spooled),
+            ("events_spooled", "events that waited in the spool while Kafka was away", stats.spooled),
             ("events_replayed", "spooled events delivered later", stats.replayed),
-            ("send_failures", "sends that failed and went to the spool", stats.send_failures),
+            (
+                "send_failures",
+                "deliveries that failed (the events stay in the spool and are sent again)",
+                stats.send_failures,
+            ),
+            (
+                "events_dead_lettered",
+                "records the broker refused for good, moved to the dead-letter file",
+                stats.dead_lettered,
+            ),
+            (
+                "events_refused",
+                "events refused because the spool was full or unwritable (the probe stops)",
+                stats.refused,
+            ),
         ]
         for what, documentation, value in totals:
             family = counter(f"tokenpulse_publisher_{what}_total", f"Publisher: {documentation}.", ["topic"])

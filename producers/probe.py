@@ -36,6 +36,7 @@ from tokenpulse.producers.errors import ProbeFailure, WorkloadError
 from tokenpulse.producers.health import EndpointHealth, HealthPolicy
 from tokenpulse.producers.publisher import KafkaPublisher, PublisherConfig, PublishStats
 from tokenpulse.producers.scheduler import Slot, StopCondition, run_closed_loop, run_open_loop, run_periodic
+from tokenpulse.producers.spool import SpoolError
 from tokenpulse.producers.stream import ChatRequest, StreamRecorder
 from tokenpulse.producers.timing import Prices, compute_metrics_columns
 from tokenpulse.producers.workload import (
@@ -293,6 +294,7 @@ class EndpointProbe:
         self.warmups_done = 0
         self.options = {p.id: (p, endpoint.options.merged(p.options).body_fields()) for p in prompts}
         self._nonce_rng = random.SystemRandom()
+        self.failure: SpoolError | None = None
 
     def halt(self) -> None:
         """Start no new request; ``run`` returns once those in flight have finished."""
@@ -316,6 +318,8 @@ class EndpointProbe:
                 rng=rng,
                 clock=clock,
             )
+        if self.failure is not None:
+            raise self.failure
 
     async def execute(self, slot: Slot) -> None:
         prompt = self.prompts[slot.index % len(self.prompts)]
@@ -328,7 +332,13 @@ class EndpointProbe:
             self.warmups_done += 1
             return
         self.summary.add(event)
-        self.sink.publish(event)
+        try:
+            self.sink.publish(event)
+        except SpoolError as exc:
+            # The spool cannot keep what later requests would measure: stop probing; ``run`` raises it.
+            self.failure = self.failure or exc
+            self.stop.halt()
+            return
         if self.on_event is not None:
             self.on_event(event)
 
@@ -573,6 +583,12 @@ async def run_workload_async(
             gc.unfreeze()
 
 
+def first_leaf(group: BaseExceptionGroup[SpoolError]) -> SpoolError:
+    """The first error of a (nested) group: what the CLI shows when the spool stopped the probe."""
+    first = group.exceptions[0]
+    return first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 def new_summary(workload: Workload) -> ProbeSummary:
     return ProbeSummary(
         workload=workload.name,
@@ -583,12 +599,14 @@ def new_summary(workload: Workload) -> ProbeSummary:
 
 def publisher_for(settings: Settings, workload: Workload, **overrides: object) -> KafkaPublisher:
     """A publisher to ``settings.topics.request_timings`` with a spool under ``settings.data_dir``."""
-    spool = Path(settings.data_dir) / "spool" / f"{default_probe_id(workload)}.jsonl"
+    spool = Path(settings.data_dir) / "spool" / f"{default_probe_id(workload)}.sqlite"
     config = PublisherConfig(
         bootstrap=settings.kafka_bootstrap,
         topic=settings.topics.request_timings,
         spool_path=spool,
         kafka_options=settings.kafka_client_options(),
+        spool_max_bytes=settings.spool_max_bytes,
+        spool_fsync=settings.spool_fsync,
     )
     if overrides:
         config = PublisherConfig(**{**{k: getattr(config, k) for k in PublisherConfig.__slots__}, **overrides})  # type: ignore[arg-type]
@@ -621,9 +639,13 @@ def run_workload(
     if switch_interval_s is not None:
         sys.setswitchinterval(switch_interval_s)
     try:
-        result = run_async(
-            run_workload_async(workload, publisher, api_keys=api_keys, on_event=on_event, summary=summary), event_loop
-        )
+        try:
+            result = run_async(
+                run_workload_async(workload, publisher, api_keys=api_keys, on_event=on_event, summary=summary),
+                event_loop,
+            )
+        except* SpoolError as group:
+            raise first_leaf(group) from None
         publisher.drain(drain_timeout_s)
     finally:
         stats = publisher.close()

@@ -29,12 +29,18 @@ import faust
 from faust.types import TP
 
 from tokenpulse.config import Settings
+from tokenpulse.durations import parse_duration_ns
 from tokenpulse.metrics import MetricsEndpoint, serve_metrics
 from tokenpulse.private_files import private_dir
-from tokenpulse.streams.core import WindowCore
+from tokenpulse.streams.core import EventTimeBounds, WindowCore
 from tokenpulse.streams.engine import WindowConfig, record_partition
 from tokenpulse.streams.metrics import WorkerCollector
-from tokenpulse.topics import REQUEST_TIMINGS_PARTITIONS, ensure_topic, too_few_partitions
+from tokenpulse.topics import (
+    REQUEST_TIMINGS_PARTITIONS,
+    broker_default_replication,
+    ensure_topic,
+    too_few_partitions,
+)
 
 log = logging.getLogger("tokenpulse.worker")
 
@@ -64,9 +70,21 @@ class WorkerConfig:
     recovery_delay_s: float = 1.0
     dedup_max_ids: int = 2_000_000
     log_level: str = "info"
+    max_future: str = "5m"
+    """An event whose ``started_at`` is further ahead of this worker's clock is a ``future_event_time`` dead letter."""
+    max_event_age: str = "35d"
+    """The retention horizon (that of the raw InfluxDB bucket, ``influx init``): an older event is an
+    ``expired_event_time`` dead letter."""
+    replication_factor: int | None = None
+    """Replication of the topics faust creates (changelog); ``None``: the broker's ``default.replication.factor``."""
+    standby_replicas: int = 0
+    """Standby copies of the window state on other workers (faust's ``table_standby_replicas``)."""
 
     def window_config(self) -> WindowConfig:
         return WindowConfig.parse(self.windows, self.grace, self.dedup_max_ids)
+
+    def event_time_bounds(self) -> EventTimeBounds:
+        return EventTimeBounds(parse_duration_ns(self.max_future), parse_duration_ns(self.max_event_age))
 
     def resolved_app_id(self, settings: Settings) -> str:
         return self.app_id or f"{settings.topic_prefix or 'tokenpulse'}-worker"
@@ -80,6 +98,8 @@ class WorkerCounters:
     flushes: int = 0
     redelivered: int = 0
     offset_gaps: int = 0
+    future_events: int = 0
+    expired_events: int = 0
 
 
 @dataclass
@@ -87,6 +107,7 @@ class _Gap:
     """A partition whose next offset (``expected``) was skipped by the consumer."""
 
     expected: int
+    first_held: int
     sought: bool = False
     log_start: int | None = None
 
@@ -110,7 +131,11 @@ class WindowProcessor:
         self.stats_topic = stats_topic
         self.dlq_topic = dlq_topic
         self.source_topic = source_topic
-        self.core = WindowCore(config.window_config(), config.idle_close_s, monotonic)
+        self.core = WindowCore(
+            config.window_config(), config.idle_close_s, monotonic, bounds=config.event_time_bounds()
+        )
+        self.live: Callable[[int], bool] | None = None
+        """Whether a partition is connected and caught up (set by ``build_worker``); ``None``: always."""
         self.monotonic = monotonic
         self.counters = WorkerCounters()
         self._applied: dict[int, int] = {}  # partition -> last offset handed to the core (-1: none yet)
@@ -119,6 +144,10 @@ class WindowProcessor:
         self._pending: list[Any] = []
         self._last_report_mono = monotonic()
         self._lock = asyncio.Lock()
+
+    def applied(self, partition: int) -> int:
+        """The last offset of ``partition`` handed to the core (-1: none yet)."""
+        return self._applied.get(partition, -1)
 
     @property
     def pending(self) -> int:
@@ -165,6 +194,8 @@ class WindowProcessor:
 
         The first time, no: seek back to ``expected``. If the partition's log starts after ``expected``
         (the missing offsets were deleted by retention; ``take_seeks`` learns that from the broker), yes.
+        If, read again from ``expected`` after the seek, the first record is at ``offset`` (at most the one
+        first held back), yes: the broker has no record in between (transaction markers, compaction).
         """
         gap = self._gaps.get(partition)
         if gap is None or gap.expected != expected:
@@ -176,7 +207,7 @@ class WindowProcessor:
                 expected,
                 expected,
             )
-            self._gaps[partition] = _Gap(expected)
+            self._gaps[partition] = _Gap(expected, offset)
             return False
         if gap.log_start is not None and gap.log_start > expected:
             log.warning(
@@ -186,6 +217,16 @@ class WindowProcessor:
                 gap.log_start - 1,
                 gap.log_start,
                 offset,
+            )
+            return True
+        if gap.sought and offset <= gap.first_held:
+            # Read again from the missing offset, the broker's first record is this one: there is no record
+            # at expected..offset-1 (transaction markers, or compacted away). Waiting would hold it forever.
+            log.info(
+                "partition %d: offsets %d..%d hold no record (transaction markers or compaction); continuing",
+                partition,
+                expected,
+                offset - 1,
             )
             return True
         return False
@@ -260,7 +301,9 @@ class WindowProcessor:
         async with self._lock:
             pending, self._pending = self._pending, []
             drained = dict(self._applied)
-            output = self.core.drain()
+            output = self.core.drain(self.live)
+            self.counters.future_events = self.core.future_events
+            self.counters.expired_events = self.core.expired_events
             if not (pending or output.dead_letters or output.windows or output.records):
                 return
             # Two phases. The outputs (dead letters, windows) are made durable before the state that says they
@@ -313,6 +356,11 @@ class WindowProcessor:
         """Forget partitions this worker no longer owns (their state lives on in the changelog)."""
         dropped = list(partitions)
         self.core.drop(dropped)
+        # faust's table keeps every key it read or was given; a revoked partition's keys are the next
+        # owner's, and are read again from the changelog if the partition comes back.
+        gone = set(dropped)
+        for key in [k for k in list(self.table.data) if record_partition(k) in gone]:
+            self.table.data.pop(key, None)
         for partition in dropped:
             self._applied.pop(partition, None)
             self._gaps.pop(partition, None)
@@ -359,8 +407,8 @@ def faust_settings(settings: Settings, config: WorkerConfig, data_dir: Path) -> 
         "autodiscover": False,
         "web_enabled": False,
         "topic_partitions": config.partitions,
-        "topic_replication_factor": 1,
-        "table_standby_replicas": 0,
+        "topic_replication_factor": config.replication_factor or 1,
+        "table_standby_replicas": config.standby_replicas,
         "broker_session_timeout": config.session_timeout_s,
         "broker_heartbeat_interval": config.heartbeat_interval_s,
         "broker_commit_interval": max(config.flush_interval_s, 1.0),
@@ -404,6 +452,11 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
         config, table=table, stats_topic=stats_topic, dlq_topic=dlq_topic, source_topic=topics.request_timings
     )
 
+    def live(partition: int) -> bool:
+        return partition_caught_up(app.consumer, TP(topics.request_timings, partition), processor.applied(partition))
+
+    processor.live = live
+
     @app.agent(source, name="window-aggregator")
     async def aggregate(stream: Any) -> None:
         manual = stream.noack()
@@ -431,6 +484,25 @@ def build_worker(settings: Settings, config: WorkerConfig) -> WorkerApp:
         processor.drop(tp.partition for tp in revoked if tp.topic == topics.request_timings)
 
     return WorkerApp(app, processor, topics.request_timings, {"agent": aggregate, "tick": tick})
+
+
+LIVE_FETCH_MAX_AGE_MS = 5_000
+"""A partition whose last fetch response is older than this is not live (faust's fetch wait is 1.5 s)."""
+
+
+def partition_caught_up(consumer: Any, tp: TP, applied_offset: int, now_ms: float | None = None) -> bool:
+    """Whether ``tp`` is connected and caught up: a fetch answered within ``LIVE_FETCH_MAX_AGE_MS`` and
+    every offset below its high watermark applied. Unknown (not started, mid-rebalance): ``False``."""
+    try:
+        aio = consumer._thread._ensure_consumer()  # faust's aiokafka driver: the aiokafka consumer
+        highwater = aio.highwater(tp)
+        polled_ms = aio.last_poll_timestamp(tp)
+    except Exception:  # not started, or tp not assigned (a rebalance): not live
+        return False
+    if highwater is None or polled_ms is None:
+        return False
+    now_ms = time.time() * 1000 if now_ms is None else now_ms
+    return bool(now_ms - polled_ms <= LIVE_FETCH_MAX_AGE_MS and applied_offset + 1 >= highwater)
 
 
 def tune_runtime() -> None:
@@ -474,6 +546,13 @@ def run_worker(settings: Settings, config: WorkerConfig, metrics: MetricsEndpoin
     """Run the worker in this process until SIGINT/SIGTERM (uvloop when available); with ``metrics``
     enabled, serve its counters at ``/metrics`` (read at scrape time, on the worker's event loop)."""
     config = dataclasses.replace(config, partitions=source_partitions(settings, config))
+    if config.replication_factor is None:
+        config = dataclasses.replace(
+            config,
+            replication_factor=broker_default_replication(
+                settings.kafka_bootstrap, client_options=settings.kafka_client_options()
+            ),
+        )
     tune_runtime()
     worker_app = build_worker(settings, config)
     worker = faust.Worker(worker_app.app, loglevel=config.log_level.upper(), quiet=True)

@@ -39,6 +39,16 @@ def worker(
     ] = 6.0,
     idle_close: Annotated[float, typer.Option(help="idle seconds before event time follows wall time")] = 30.0,
     flush_interval: Annotated[float, typer.Option(help="seconds between state flushes and acks")] = 0.5,
+    max_future: Annotated[
+        str, typer.Option(help="events further ahead of this host's clock are dead letters (future_event_time)")
+    ] = "5m",
+    max_event_age: Annotated[
+        str, typer.Option(help="retention horizon: older events are dead letters (expired_event_time)")
+    ] = "35d",
+    replication_factor: Annotated[
+        int | None, typer.Option(help="replication of the changelog topic [default: the broker's default]")
+    ] = None,
+    standby_replicas: Annotated[int, typer.Option(help="standby copies of the window state on other workers")] = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
     metrics_port: MetricsPortOpt = 0,
     metrics_host: MetricsHostOpt = DEFAULT_METRICS_HOST,
@@ -50,8 +60,12 @@ def worker(
     try:
         parse_window_specs(window_list)
         parse_duration_ns(grace)
+        if parse_duration_ns(max_future) < 0 or parse_duration_ns(max_event_age) <= 0:
+            raise TokenpulseError("--max-future must be >= 0 and --max-event-age > 0 (e.g. --max-future 5m)")
     except (WindowSpecError, DurationError) as exc:
-        raise TokenpulseError(f"--windows/--grace: {exc}") from None
+        raise TokenpulseError(f"--windows/--grace/--max-future/--max-event-age: {exc}") from None
+    if (replication_factor is not None and replication_factor < 1) or standby_replicas < 0:
+        raise TokenpulseError("--replication-factor must be at least 1 and --standby-replicas at least 0")
     if partitions < 1:
         raise TokenpulseError("--partitions must be at least 1")
     settings = load_settings(config)
@@ -68,6 +82,10 @@ def worker(
             idle_close_s=idle_close,
             flush_interval_s=flush_interval,
             log_level=log_level,
+            max_future=max_future,
+            max_event_age=max_event_age,
+            replication_factor=replication_factor,
+            standby_replicas=standby_replicas,
         ),
         metrics=MetricsEndpoint(metrics_port, metrics_host),
     )
@@ -79,6 +97,7 @@ def worker_argv(
     grace: str = "10s",
     partitions: int = REQUEST_TIMINGS_PARTITIONS,
     idle_close_s: float = 30.0,
+    max_event_age: str = "35d",
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The command line that starts a worker subprocess with this interpreter (settings come from the
@@ -95,5 +114,7 @@ def worker_argv(
         str(partitions),
         "--idle-close",
         str(idle_close_s),
+        "--max-event-age",
+        max_event_age,
         *extra,
     ]

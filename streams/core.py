@@ -4,6 +4,14 @@
 (``streams.app``) keeps the offsets and the acks: it passes each partition's messages in offset order to
 ``apply`` and, on every flush, takes the dead letters, the encoded ``WindowStats`` and the changelog
 records from ``drain``. The core is plain synchronous Python, tested without a broker.
+
+Event time is bounded by wall time here, before the windows see an event: one whose ``started_at`` is
+later than this worker's clock plus ``EventTimeBounds.future_tolerance_ns`` (a probe with a wrong clock)
+becomes a dead letter with reason ``future_event_time``, and one older than ``max_age_ns`` (the retention
+horizon) one with reason ``expired_event_time``; neither moves the watermark. The idle sweep lets event
+time follow wall time only while a partition is *live* (the shell says so: connected and caught up with
+the partition's end), so a broker outage, a rebalance or a slow producer is never mistaken for a quiet
+stream.
 """
 
 from __future__ import annotations
@@ -16,6 +24,34 @@ from tokenpulse.durations import NANOS_PER_SECOND
 from tokenpulse.schemas import DeadLetter, SchemaError, encode
 from tokenpulse.streams.decoding import decode_timing
 from tokenpulse.streams.engine import ChangelogRecord, PartitionCounters, PartitionWindows, WindowConfig
+
+
+@dataclass(frozen=True)
+class EventTimeBounds:
+    """How far an event's ``started_at`` may be from this worker's wall clock."""
+
+    future_tolerance_ns: int = 5 * 60 * NANOS_PER_SECOND
+    max_age_ns: int = 35 * 24 * 3600 * NANOS_PER_SECOND
+
+    def __post_init__(self) -> None:
+        if self.future_tolerance_ns < 0 or self.max_age_ns <= 0:
+            raise ValueError("event time bounds: the future tolerance must be >= 0 and the maximum age > 0")
+
+    def violation(self, started_at_ns: int, now_ns: int) -> str | None:
+        """The dead-letter reason for an event time outside the bounds, or None."""
+        if started_at_ns > now_ns + self.future_tolerance_ns:
+            ahead_s = (started_at_ns - now_ns) / NANOS_PER_SECOND
+            return (
+                f"future_event_time: started_at is {ahead_s:,.0f} s ahead of the worker's clock (tolerance "
+                f"{self.future_tolerance_ns / NANOS_PER_SECOND:,.0f} s): check the probe host's clock"
+            )
+        if started_at_ns < now_ns - self.max_age_ns:
+            age_s = (now_ns - started_at_ns) / NANOS_PER_SECOND
+            return (
+                f"expired_event_time: started_at is {age_s:,.0f} s old, beyond the worker's retention horizon of "
+                f"{self.max_age_ns / NANOS_PER_SECOND:,.0f} s"
+            )
+        return None
 
 
 @dataclass
@@ -31,11 +67,21 @@ class WindowCore:
     """Window state of the partitions this worker holds; synchronous, fed in offset order per partition."""
 
     def __init__(
-        self, config: WindowConfig, idle_close_s: float, monotonic: Callable[[], float] = time.monotonic
+        self,
+        config: WindowConfig,
+        idle_close_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        *,
+        bounds: EventTimeBounds | None = None,
+        wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.config = config
         self.idle_close_s = idle_close_s
         self.monotonic = monotonic
+        self.bounds = bounds or EventTimeBounds()
+        self.wall_ns = wall_ns
+        self.future_events = 0
+        self.expired_events = 0
         self.partitions: dict[int, PartitionWindows] = {}
         self._last_event_mono: dict[int, float] = {}
         self._sweep_base: dict[int, tuple[float, int]] = {}  # last event time -> event time at that moment
@@ -63,14 +109,30 @@ class WindowCore:
             self._dead.append(DeadLetter(key, value, str(exc)))
             state.skip_offset(offset)
             return
+        reason = self.bounds.violation(timing.started_at, self.wall_ns())
+        if reason is not None:
+            if reason.startswith("future"):
+                self.future_events += 1
+            else:
+                self.expired_events += 1
+            self._dead.append(DeadLetter(key, value, reason))
+            state.skip_offset(offset)
+            return
         state.handle(offset, timing)
 
-    def sweep_idle(self) -> None:
-        """Let event time follow wall time on partitions that have been quiet for ``idle_close_s``."""
+    def sweep_idle(self, live: Callable[[int], bool] | None = None) -> None:
+        """Let event time follow wall time on partitions that have been quiet for ``idle_close_s``.
+
+        Quiet time counts only while ``live(partition)`` (connected and caught up with the partition's end;
+        ``None``: always): a partition that is not live starts its quiet time again.
+        """
         now = self.monotonic()
-        for partition, last_event in self._last_event_mono.items():
-            idle_s = now - last_event
+        for partition, last_event in list(self._last_event_mono.items()):
             state = self.partitions.get(partition)
+            if state is not None and live is not None and not live(partition):
+                self._last_event_mono[partition] = now
+                continue
+            idle_s = now - last_event
             if state is None or idle_s < self.idle_close_s:
                 continue
             base = self._sweep_base.get(partition)
@@ -81,9 +143,9 @@ class WindowCore:
                 state.advance_event_time(target)
                 self._changed.add(partition)
 
-    def drain(self) -> CoreOutput:
-        """Everything produced since the last drain, after the idle sweep."""
-        self.sweep_idle()
+    def drain(self, live: Callable[[int], bool] | None = None) -> CoreOutput:
+        """Everything produced since the last drain, after the idle sweep (``live``: see ``sweep_idle``)."""
+        self.sweep_idle(live)
         output = CoreOutput(dead_letters=self._dead)
         self._dead = []
         changed, self._changed = self._changed, set()

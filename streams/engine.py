@@ -10,9 +10,12 @@ time, so replaying a partition after a crash reproduces the same ``WindowStats``
 * each pane remembers the source offset it last applied, so events replayed after a crash (offsets at
   or below it) are recognised and skipped instead of counted twice;
 * event ids are remembered per pane (``DedupHorizon``) so producer retries and spool replays count once;
-* ``changelog_records`` returns the changed panes (with their ids), a partition meta record, and the
-  tombstones of dropped panes, in that order, for a compacted changelog topic; ``restore`` rebuilds the
-  state from those records, and from any prefix of them that a crash left durable.
+* ``changelog_records`` returns the new event ids of changed panes (append-only chunks of at most
+  ``ID_CHUNK`` raw 16-byte ids, each sent once), the changed panes, a partition meta record, and the
+  tombstones of dropped panes and their id chunks, in that order, for a compacted changelog topic. No record
+  grows with its pane: a pane record counts its chunks instead of carrying its ids. ``restore`` rebuilds the
+  state from those records, and from any prefix of them that a crash left durable (a chunk the pane record
+  does not count yet is ignored: its events are replayed).
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ import orjson
 from tokenpulse.durations import parse_duration_ns
 from tokenpulse.schemas import RequestTiming, WindowStats
 from tokenpulse.streams.aggregate import PaneAccumulator, StatsKey, window_stats
-from tokenpulse.streams.dedup import DedupHorizon
+from tokenpulse.streams.dedup import ID_BYTES, DedupHorizon
 from tokenpulse.streams.watermark import Watermark
 from tokenpulse.streams.windows import WindowSpec, pane_size_ns, parse_window_specs
 
 ChangelogRecord = tuple[bytes, bytes | None]
+
+ID_CHUNK = 4096
+"""Event ids per changelog id chunk: 64 KiB of raw ids, far below Kafka's 1 MB record limit."""
 
 
 class Outcome(enum.Enum):
@@ -69,6 +75,7 @@ class _Pane:
     acc: PaneAccumulator = field(default_factory=PaneAccumulator)
     offset: int = -1  # the last source offset applied: a replay is at or below it and among the pane ids
     version: int = 0  # bumped on every change: a window whose panes did not change need not be re-emitted
+    id_chunks: int = 0  # id chunk records of this pane in the changelog
 
 
 class PartitionWindows:
@@ -84,6 +91,8 @@ class PartitionWindows:
         self.last_offset = -1
         self._panes: dict[StatsKey, dict[int, _Pane]] = {}
         self._dirty: set[tuple[StatsKey, int]] = set()
+        self._new_ids: dict[tuple[StatsKey, int], list[bytes]] = {}  # ids not yet in a changelog chunk
+        self._dropped_chunks: dict[tuple[StatsKey, int], int] = {}  # dropped panes -> their chunks to tombstone
         self._emitted: list[WindowStats] = []
         self._provisional: dict[tuple[StatsKey, int, int], tuple[tuple[int, int], ...]] = {}
 
@@ -141,6 +150,7 @@ class PartitionWindows:
                 self.counters.late += 1
                 return Outcome.LATE
         self.dedup.first_seen(scope, event_id)
+        self._new_ids.setdefault(scope, []).append(event_id)
         if pane is None:
             pane = self._pane(key, pane_start)
         pane.acc.add(event)
@@ -209,7 +219,10 @@ class PartitionWindows:
         for key in list(self._panes):
             key_panes = self._panes[key]
             for pane_start in [s for s in key_panes if self._pane_closed(s, wm)]:
-                del key_panes[pane_start]
+                dropped = key_panes.pop(pane_start)
+                scope = (key, pane_start)
+                self._dropped_chunks[scope] = max(self._dropped_chunks.get(scope, 0), dropped.id_chunks)
+                self._new_ids.pop(scope, None)
                 self.dedup.forget((key, pane_start))
                 self._dirty.add((key, pane_start))
             if not key_panes:
@@ -264,16 +277,20 @@ class PartitionWindows:
         records: list[ChangelogRecord] = []
         tombstones: list[ChangelogRecord] = []
         for key, pane_start in sorted(self._dirty, key=repr):
+            scope = (key, pane_start)
             pane = self._panes.get(key, {}).get(pane_start)
             record_key = orjson.dumps(["pane", self.partition, *key, pane_start])
             if pane is None:
                 tombstones.append((record_key, None))
+                for chunk in range(self._dropped_chunks.pop(scope, 0)):
+                    tombstones.append((id_chunk_key(self.partition, key, pane_start, chunk), None))
                 continue
-            value = {
-                "acc": pane.acc.to_state(),
-                "offset": pane.offset,
-                "ids": base64.b64encode(self.dedup.ids((key, pane_start))).decode(),
-            }
+            new_ids = self._new_ids.pop(scope, [])
+            for start in range(0, len(new_ids), ID_CHUNK):
+                chunk_key = id_chunk_key(self.partition, key, pane_start, pane.id_chunks)
+                records.append((chunk_key, b"".join(new_ids[start : start + ID_CHUNK])))
+                pane.id_chunks += 1
+            value = {"acc": pane.acc.to_state(), "offset": pane.offset, "id_chunks": pane.id_chunks}
             records.append((record_key, orjson.dumps(value)))
         self._dirty.clear()
         meta = {"max_event_ns": self.watermark.max_event_ns, "last_offset": self.last_offset}
@@ -284,6 +301,7 @@ class PartitionWindows:
     def restore(cls, partition: int, config: WindowConfig, records: Iterable[ChangelogRecord]) -> PartitionWindows:
         """Rebuild from changelog records (later records of a key win; others' partitions are ignored)."""
         state = cls(partition, config)
+        chunks: dict[tuple[StatsKey, int], dict[int, bytes]] = {}
         for record_key, value in records:
             kind, record_partition, *rest = orjson.loads(record_key)
             if record_partition != partition:
@@ -293,6 +311,14 @@ class PartitionWindows:
                     meta = orjson.loads(value)
                     state.watermark.max_event_ns = meta["max_event_ns"]
                     state.last_offset = meta["last_offset"]
+                continue
+            if kind == "ids":
+                *key_parts, pane_start, chunk = rest
+                pane_chunks = chunks.setdefault((StatsKey(*key_parts), pane_start), {})
+                if value is None:
+                    pane_chunks.pop(chunk, None)
+                else:
+                    pane_chunks[chunk] = value
                 continue
             provider, model, workload, region, pane_start = rest
             key = StatsKey(provider, model, workload, region)
@@ -304,8 +330,22 @@ class PartitionWindows:
             pane = state._pane(key, pane_start)
             pane.acc = PaneAccumulator.from_state(document["acc"])
             pane.offset = document["offset"]
-            state.dedup.restore((key, pane_start), base64.b64decode(document["ids"]))
+            pane.id_chunks = document.get("id_chunks", 0)
+            if "ids" in document:  # written before id chunks (one record with all of a pane's ids)
+                state.dedup.restore((key, pane_start), base64.b64decode(document["ids"]))
+        for key, key_panes in state._panes.items():
+            for pane_start, pane in key_panes.items():
+                found = chunks.get((key, pane_start), {})
+                counted = [found[n] for n in range(pane.id_chunks) if n in found]  # later chunks: not yet counted
+                if counted:
+                    packed = b"".join(counted)
+                    assert len(packed) % ID_BYTES == 0
+                    state.dedup.restore((key, pane_start), packed)
         return state
+
+
+def id_chunk_key(partition: int, key: StatsKey, pane_start: int, chunk: int) -> bytes:
+    return orjson.dumps(["ids", partition, *key, pane_start, chunk])
 
 
 def meta_record_key(partition: int) -> bytes:

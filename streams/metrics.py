@@ -92,6 +92,8 @@ def worker_metrics(snapshot: WorkerSnapshot) -> list[Metric]:
         ("flushes", "flushes that made outputs and state durable and acked events", c.flushes),
         ("events_redelivered", "messages at or below their partition's applied offset, skipped", c.redelivered),
         ("offset_gaps", "times a partition skipped an offset and was sought back", c.offset_gaps),
+        ("future_events", "events dated beyond this host's clock plus tolerance (future_event_time)", c.future_events),
+        ("expired_events", "events older than the retention horizon (expired_event_time)", c.expired_events),
     ]
     metrics: list[Metric] = []
     for what, documentation, value in totals:

@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) to verify the brokers; default: system")
     kafka_ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
     kafka_ssl_keyfile: Path | None = Field(None, description="client private key (PEM) for mutual TLS")
+    spool_max_bytes: int = Field(
+        1 << 30,
+        gt=0,
+        description="the probe's spool bound (undelivered events); when full the probe stops with an error",
+    )
+    spool_fsync: bool = Field(
+        True, description="fsync the spool on every group commit (false: survives a process crash, not a power cut)"
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -134,6 +134,38 @@ def _replay(records: list[logging.LogRecord], propagate: bool, min_level: int) -
             logging.getLogger().handle(record)
 
 
+def broker_default_replication(
+    bootstrap: str, *, request_timeout_ms: int = 10_000, client_options: Mapping[str, Any] | None = None
+) -> int:
+    """The broker's ``default.replication.factor`` (what topics created with -1 get); 1 if it cannot be read.
+
+    faust wants a number for the topics it creates (the worker's changelog), so the worker asks for this one.
+    """
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap.split(","),
+            client_id="tokenpulse-topics",
+            request_timeout_ms=request_timeout_ms,
+            bootstrap_timeout_ms=request_timeout_ms,
+            **dict(client_options or {}),
+        )
+    except Exception as exc:  # kafka-python's errors; faust reports an absent broker itself
+        log.warning("could not read the broker's default.replication.factor (%s); using 1", type(exc).__name__)
+        return 1
+    try:
+        broker_id = str(admin.describe_cluster()["brokers"][0]["broker_id"])  # any: the default is cluster-wide
+        resource = ConfigResource(ConfigResourceType.BROKER, broker_id, configs=["default.replication.factor"])
+        found = admin.describe_configs([resource], config_filter="all")["broker"][broker_id]
+        return max(1, int(found["default.replication.factor"]["value"]))
+    except Exception as exc:
+        log.warning("could not read the broker's default.replication.factor (%s); using 1", type(exc).__name__)
+    finally:
+        admin.close()
+    return 1
+
+
 def ensure_topic(
     bootstrap: str,
     topic: str,

@@ -109,7 +109,7 @@ def test_broker_outage_spools_and_replays_every_event(restartable_kafka: Restart
         PublisherConfig(
             bootstrap=restartable_kafka.bootstrap,
             topic=topic,
-            spool_path=tmp_path / "spool.jsonl",
+            spool_path=tmp_path / "spool.sqlite",
             delivery_timeout_ms=3000,
             request_timeout_ms=1000,
             max_block_ms=2000,

@@ -224,3 +224,22 @@ def test_every_socket_read_of_a_probe_run_is_timed_by_the_kernel_and_the_summary
     console.print(summary_table(summary))
     text = console.export_text()
     assert "kernel stamps" in text and "100.0%" in text
+
+
+def test_a_wall_clock_that_jumps_back_mid_run_does_not_move_started_at(sim: SimulatorServer) -> None:
+    # started_at is one wall-clock reading taken at the start (the anchor) plus monotonic time since then.
+    import time
+
+    from tokenpulse.producers.probe import Clocks
+
+    readings = iter([time.time_ns()])
+
+    def wall_ns() -> int:
+        return next(readings, time.time_ns() - 3600 * 1_000_000_000)  # NTP stepped the clock back an hour
+
+    sink = ListSink()
+    clocks = Clocks(time_ns=wall_ns)
+    asyncio.run(run_workload_async(workload(sim, "fast"), sink, api_keys={"fast": SecretStr(KEY)}, clocks=clocks))
+    started = sorted(e.started_at for e in sink.events)
+    assert len(started) == 40 and abs(started[0] - time.time_ns()) < 60 * 1_000_000_000
+    assert started[-1] - started[0] < 30 * 1_000_000_000  # no hour-long jump inside the run

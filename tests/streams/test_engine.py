@@ -202,3 +202,22 @@ def test_a_crash_that_leaves_any_prefix_of_a_flush_durable_still_ends_exact():
         assert got.keys() == want.keys(), durable
         wrong = {key: (got[key].count, stats.count) for key, stats in want.items() if got[key] != stats}
         assert not wrong, f"{durable} of {len(crashing)} records durable: {list(wrong.items())[:3]}"
+
+
+def test_changelog_records_stay_small_and_a_panes_ids_are_sent_once():
+    factory = TimingFactory(seed=21)
+    key = default_keys(1)
+    events = list(factory.stream(key, 50_000, interval_ns=1_000))  # 50,000 events in one pane
+    state = PartitionWindows(0, CONFIG)
+    for offset, event in enumerate(events[:49_990]):
+        state.handle(offset, event)
+    first = state.changelog_records()
+    assert max(len(k) + len(v or b"") for k, v in first) < 70_000  # was one 1 MB record: over Kafka's limit
+    for offset, event in enumerate(events[49_990:], start=49_990):
+        state.handle(offset, event)
+    second = state.changelog_records()
+    id_bytes = sum(len(v or b"") for k, v in second if k.startswith(b'["ids"'))
+    assert id_bytes == 10 * 16  # only the new ids, raw
+    restored = PartitionWindows.restore(0, CONFIG, [*first, *second])
+    assert all(restored.handle(i, e) is Outcome.REPLAYED for i, e in enumerate(events[:100]))
+    assert restored.handle(len(events), events[5]) is Outcome.DUPLICATE  # a retry with a new offset

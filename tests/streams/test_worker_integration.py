@@ -11,6 +11,7 @@ from tokenpulse.streams.cli import worker_argv
 from tokenpulse.streams.sketch import RELATIVE_ACCURACY
 from tokenpulse.testing.streams import (
     DEFAULT_START_NS,
+    HISTORICAL_MAX_AGE,
     TimingFactory,
     TimingKey,
     WorkerProcess,
@@ -50,7 +51,11 @@ class Pipeline:
 
     def worker(self, grace="5s", windows=("1m", "5m/1m")):
         log = self.tmp_path / f"worker-{len(self.workers)}.log"
-        proc = WorkerProcess(worker_argv(windows=windows, grace=grace, partitions=PARTITIONS), self.env, log)
+        proc = WorkerProcess(
+            worker_argv(windows=windows, grace=grace, partitions=PARTITIONS, max_event_age=HISTORICAL_MAX_AGE),
+            self.env,
+            log,
+        )
         self.workers.append(proc)
         return proc.start()
 

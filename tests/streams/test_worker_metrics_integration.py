@@ -11,6 +11,7 @@ from tokenpulse.stack.process import free_port
 from tokenpulse.streams.cli import worker_argv
 from tokenpulse.testing.metrics import scrape_until
 from tokenpulse.testing.streams import (
+    HISTORICAL_MAX_AGE,
     TimingFactory,
     WorkerProcess,
     create_topics,
@@ -41,7 +42,12 @@ def test_worker_serves_consumed_dead_letter_and_partition_counters(
         TOKENPULSE_DATA_DIR=str(tmp_path / "data"),
     )
     argv = worker_argv(
-        windows=("1m",), grace="5s", partitions=PARTITIONS, idle_close_s=600.0, extra=("--metrics-port", str(port))
+        windows=("1m",),
+        grace="5s",
+        partitions=PARTITIONS,
+        idle_close_s=600.0,
+        max_event_age=HISTORICAL_MAX_AGE,
+        extra=("--metrics-port", str(port)),
     )
     with WorkerProcess(argv, env, tmp_path / "worker.log") as worker:
         samples = scrape_until(

@@ -5,17 +5,19 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
+
 from tokenpulse.schemas import encode
 from tokenpulse.streams.app import WindowProcessor, WorkerConfig
 from tokenpulse.streams.engine import PartitionWindows
 from tokenpulse.testing import FakeClock
-from tokenpulse.testing.streams import DEFAULT_START_NS, TimingFactory, TimingKey
+from tokenpulse.testing.streams import DEFAULT_START_NS, HISTORICAL_MAX_AGE, TimingFactory, TimingKey
 
 S = 1_000_000_000
 
 
 def processor_with(clock, table=None):
-    config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0)
+    config = WorkerConfig(windows=("1m",), grace="5s", idle_close_s=10.0, max_event_age=HISTORICAL_MAX_AGE)
     return WindowProcessor(
         config,
         table=table or SimpleNamespace(data={}),
@@ -67,7 +69,7 @@ def test_idle_partition_event_time_follows_wall_time_and_closes_the_last_window(
 
 def test_assigned_partitions_are_restored_eagerly_and_quiet_ones_still_close():
     clock = FakeClock()
-    config = WorkerConfig(windows=("1m",), grace="5s")
+    config = WorkerConfig(windows=("1m",), grace="5s", max_event_age=HISTORICAL_MAX_AGE)
     before = PartitionWindows(2, config.window_config())
     event = TimingFactory(seed=3).event(TimingKey("sim", "m"), DEFAULT_START_NS + 30 * S)
     before.handle(7, event)
@@ -113,7 +115,7 @@ def journaled_processor(journal, windows=("1m",)):
         send_changelog=lambda partition, key, value: changelog._sent(key),
         app=SimpleNamespace(producer=SimpleNamespace(flush=flush_producer)),
     )
-    config = WorkerConfig(windows=windows, grace="5s")
+    config = WorkerConfig(windows=windows, grace="5s", max_event_age=HISTORICAL_MAX_AGE)
     return WindowProcessor(
         config,
         table=table,
@@ -219,3 +221,28 @@ def test_offsets_deleted_by_retention_are_not_waited_for():
     for offset in (30, 31):  # redelivered from the seek: accepted, the deleted ones are not waited for
         processor.on_message(acking(journal, offset, values[offset]))
     assert (state.last_offset, state.counters.accepted) == (31, 3)
+
+
+def test_offsets_without_a_record_are_accepted_once_the_broker_reads_past_them_again():
+    # Transaction markers and compaction leave offsets with no record; the log start is not past them.
+    journal: list[tuple[str, Any]] = []
+    processor = journaled_processor(journal)
+    values = timing_values(10, seed=8)
+    processor.on_message(acking(journal, 0, values[0]))
+    processor.on_message(acking(journal, 2, values[2]))  # offset 1 is a transaction marker
+    consumer = SeekingConsumer(log_start=0)
+    asyncio.run(processor.take_seeks(consumer))
+    assert consumer.seeks == [(0, 1)]
+    state = core_of(processor).partitions[0]
+    assert state.last_offset == 0  # held back until the broker has been asked again
+    processor.on_message(acking(journal, 2, values[2]))  # read again from 1: the first record is 2
+    processor.on_message(acking(journal, 3, values[3]))
+    assert (state.last_offset, state.counters.accepted, processor.has_gaps) == (3, 3, False)
+
+
+def test_a_revoked_partitions_state_is_forgotten():
+    processor = journaled_processor([])
+    for partition in (0, 1):
+        processor.table.data[orjson.dumps(["meta", partition])] = b'{"max_event_ns": 1, "last_offset": 0}'
+    processor.drop([1])
+    assert [orjson.loads(k)[1] for k in processor.table.data] == [0]

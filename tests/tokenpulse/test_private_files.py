@@ -41,13 +41,13 @@ def test_existing_files_and_dirs_are_narrowed(tmp_path: Path) -> None:
 
 
 def test_spool_files_are_private(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool" / "probe.jsonl")
-    spool.append("topic", b"k", b"v")
-    spool.append("topic", b"k", b"w")
-    spool.commit(spool.read_pending(1)[0].end_offset)
+    (tmp_path / "spool").mkdir(mode=0o755)
+    spool = Spool(tmp_path / "spool" / "probe.sqlite")
+    spool.append([("topic", b"k", b"v"), ("topic", b"k", b"w")])
+    spool.delete(spool.read_after(0, 1)[0])
+    spool.dead_letter(spool.read_after(0, 1)[0], "too large")
+    modes = {p.name: _mode(p) for p in (tmp_path / "spool").iterdir()}
     spool.close()
     assert _mode(tmp_path / "spool") == 0o700
-    assert {p.name: _mode(p) for p in (tmp_path / "spool").iterdir()} == {
-        "probe.jsonl": 0o600,
-        "probe.jsonl.offset": 0o600,
-    }
+    assert modes and set(modes.values()) == {0o600}, modes
+    assert {"probe.sqlite", "probe.sqlite.lock", "probe.sqlite.dead-letter.jsonl"} <= set(modes)

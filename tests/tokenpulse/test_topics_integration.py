@@ -40,7 +40,7 @@ def test_the_probe_publisher_creates_its_topic_with_the_configured_partitions(
     kafka_bootstrap: str, topic_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     topic = topic_name("timings")
-    publisher = KafkaPublisher(PublisherConfig(kafka_bootstrap, topic, tmp_path / "spool.jsonl", partitions=4))
+    publisher = KafkaPublisher(PublisherConfig(kafka_bootstrap, topic, tmp_path / "spool.sqlite", partitions=4))
     publisher.publish(make_timing())
     publisher.drain(30)
     stats = publisher.close()
@@ -79,3 +79,10 @@ def test_several_topics_at_once_create_only_the_missing_ones(
     old, new = topic_name("old"), topic_name("new")
     create(kafka_bootstrap, old, 2)
     assert ensure_topics(kafka_bootstrap, {old: 6, new: 3}) == {old: 2, new: 3}
+
+
+def test_the_worker_reads_the_brokers_default_replication_factor(kafka_bootstrap: str) -> None:
+    from tokenpulse.topics import broker_default_replication
+
+    assert broker_default_replication(kafka_bootstrap) == 1  # the single-node test broker's default
+    assert broker_default_replication("127.0.0.1:1", request_timeout_ms=500) == 1  # unreachable: 1, logged

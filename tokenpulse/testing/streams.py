@@ -20,6 +20,8 @@ from tokenpulse.durations import NANOS_PER_SECOND
 from tokenpulse.schemas import RequestTiming, encode
 
 DEFAULT_START_NS = 1_780_000_020 * NANOS_PER_SECOND  # a whole minute, in 2026
+HISTORICAL_MAX_AGE = "36500d"
+"""The worker's ``max_event_age`` for tests and benchmarks that replay events with fixed, past timestamps."""
 
 
 @dataclass(frozen=True)
