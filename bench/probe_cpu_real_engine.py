@@ -66,15 +66,23 @@ async def bare_timing(url: str, model: str, n: int) -> int:
     payload = body(model)
     async with httpx.AsyncClient(timeout=120) as client:
         for _ in range(n):
-            sent, stamps = clock(), []
-            async with client.stream("POST", url + "/chat/completions", json=payload) as response:
-                async for line in response.aiter_lines():
-                    if line.startswith("data: ") and line != "data: [DONE]":
-                        now = clock()
-                        chunk = orjson.loads(line[6:])
-                        choices = chunk.get("choices")
-                        if choices and choices[0]["delta"].get("content"):
-                            stamps.append(now - sent)
+            for attempt in (1, 2):
+                sent, stamps = clock(), []
+                try:
+                    async with client.stream("POST", url + "/chat/completions", json=payload) as response:
+                        async for line in response.aiter_lines():
+                            if line.startswith("data: ") and line != "data: [DONE]":
+                                now = clock()
+                                chunk = orjson.loads(line[6:])
+                                choices = chunk.get("choices")
+                                if choices and choices[0]["delta"].get("content"):
+                                    stamps.append(now - sent)
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    # llama-server closes kept-alive connections now and then; send once more, as the probe does
+                    if attempt == 2 or stamps:
+                        raise
+                    continue
+                break
             contents += len(stamps)
     return contents
 
