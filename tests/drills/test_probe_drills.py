@@ -26,6 +26,9 @@ from tokenpulse.testing.drills import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
+AT_KILL_NS = 25_000_000
+AFTER_KILL_NS = 1_000_000_000  # a response the simulator was still writing to the dead probe
+
 
 def test_probe_sigkilled_during_a_broker_outage_loses_nothing_after_a_restart(
     restartable_kafka: RestartableService, influx: InfluxEndpoint, topic_prefix: str, tmp_path: Path
@@ -43,9 +46,11 @@ def test_probe_sigkilled_during_a_broker_outage_loses_nothing_after_a_restart(
         time.sleep(10)  # the outage: the probe keeps measuring
         kill_ns = time.monotonic_ns()
         probe.kill()
+        dead_ns = time.monotonic_ns()
+        truth = sim.ground_truth()
         outage_answered = {
             rid
-            for rid, row in sim.ground_truth().items()
+            for rid, row in truth.items()
             if row["outcome"] == "ok" and row["end_ns"] is not None and row["end_ns"] < kill_ns
         }
         restarted = time.monotonic()
@@ -55,18 +60,28 @@ def test_probe_sigkilled_during_a_broker_outage_loses_nothing_after_a_restart(
         write_workload(workload, sim.endpoint_url("fast"), name="drill", rate_per_s=20, duration_s=1)
         probe_again = PipelineProcess(["probe", "-w", str(workload), "--no-live"], env, tmp_path / "probe-2.log")
         assert probe_again.start().wait(120) == 0, probe_again.log()
-        answered = {rid for rid, row in sim.ground_truth().items() if row["outcome"] == "ok"}
+        truth = sim.ground_truth()
+        answered = {rid for rid, row in truth.items() if row["outcome"] == "ok"}
+        # Requests the simulator finished within a group commit (5 ms) plus scheduling slack of the SIGKILL, or
+        # while it was being delivered or after, may not have been durable in the probe (or not even read by it):
+        # only those may be missing. Everything finished earlier must be stored.
+        at_the_kill = {
+            rid
+            for rid, row in truth.items()
+            if row["outcome"] == "ok"
+            and row["end_ns"] is not None
+            and kill_ns - AT_KILL_NS <= row["end_ns"] <= dead_ns + AFTER_KILL_NS
+        }
     with contextlib.suppress(AssertionError):  # the counts below say what is missing
-        wait_for(lambda: set(influx_event_ids(influx)) >= answered, 90)
+        wait_for(lambda: set(influx_event_ids(influx)) >= answered - at_the_kill, 90)
     stored = influx_event_ids(influx)
     sink.stop()
     counts = DrillCounts.of(answered, stored)
-    # A request the simulator finished in the last few ms before the SIGKILL may still have been on its way
-    # into the probe (not yet a measured event): only those may be missing.
-    in_flight = {rid for rid in answered - set(stored) if rid in outage_answered}
+    lost = answered - set(stored)
     print(
-        f"\nprobe drill: {counts}; answered before the kill {len(outage_answered)}; kafka back in {kafka_back_s:.1f} s"
+        f"\nprobe drill: {counts}; answered before the kill {len(outage_answered)}, of them missing "
+        f"{len(lost & outage_answered)}; finished at the kill {len(at_the_kill)}; kafka back in {kafka_back_s:.1f} s"
     )
     assert counts.duplicates == 0 and counts.extra == 0
-    assert counts.lost == 0, f"lost {counts.lost} ({len(in_flight)} answered before the kill)"
+    assert lost <= at_the_kill, f"lost {len(lost - at_the_kill)} requests that finished before the SIGKILL"
     assert not tracebacks(sink, probe, probe_again)

@@ -20,7 +20,7 @@ from tokenpulse.sinks.runner import SinkRunner
 from tokenpulse.streams.cli import worker_argv
 from tokenpulse.testing.secure_kafka import SaslSslKafka
 from tokenpulse.testing.sinks import flux_count, wait_until
-from tokenpulse.testing.streams import DEFAULT_START_NS, TimingFactory, TimingKey, WorkerProcess
+from tokenpulse.testing.streams import DEFAULT_START_NS, HISTORICAL_MAX_AGE, TimingFactory, TimingKey, WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -83,7 +83,11 @@ def test_pipeline_over_sasl_ssl_with_all_three_clients(sasl_kafka, influx, topic
         "TOKENPULSE_TOPIC_PREFIX": topic_prefix,
         "TOKENPULSE_DATA_DIR": str(tmp_path / "data"),
     }
-    worker = WorkerProcess(worker_argv(windows=("1m",), grace="1s", partitions=2), env, tmp_path / "worker.log")
+    worker = WorkerProcess(
+        worker_argv(windows=("1m",), grace="1s", partitions=2, max_event_age=HISTORICAL_MAX_AGE),
+        env,
+        tmp_path / "worker.log",
+    )
     # aiokafka: the sink runner writes the windows to InfluxDB.
     runner = SinkRunner(settings, sinks=("llm_window",))
     with worker:
